@@ -1,0 +1,22 @@
+"""Shared fixtures: code/ on sys.path, a tiny generated demo set, CPU threads."""
+import os
+import sys
+
+import pytest
+import torch
+
+CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if CODE_DIR not in sys.path:
+    sys.path.insert(0, CODE_DIR)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A tiny demo set in the MiniPlaces layout: 4 classes, 16 train / 4 val images each."""
+    from make_demo_data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_data")
+    make_demo_dataset(str(root), num_classes=4, train_per_class=16, val_per_class=4, seed=0)
+    return str(root)
