@@ -1,0 +1,540 @@
+"""Train, evaluate and attack MiniPlaces scene classifiers.
+
+    python main.py ../data                         # train the default CNN
+    python main.py ../data --arch simplenet        # the starter's SimpleNet
+    python main.py ../data --use-custom-conv       # ... with the custom convolution
+    python main.py ../data --use-vit --wd 0.05 --lr 0.01
+    python main.py ../data -e --resume PATH        # evaluate a checkpoint (flip TTA)
+    python main.py ../data -a -v --resume PATH     # PGD attack, images to TensorBoard
+
+Runs on CUDA when available (mixed precision, channels_last, pinned memory) and
+on the CPU otherwise. Every run writes TensorBoard logs and checkpoints into a
+new folder under ../logs; ``tensorboard --logdir ../logs`` shows the curves.
+"""
+import argparse
+import datetime
+import math
+import os
+import random
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.tensorboard import SummaryWriter
+
+import student_code
+from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
+from custom_transforms import Denormalize
+from make_demo_data import DEMO_MARKER
+from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
+                          default_vit_model, get_train_transforms, get_val_transforms)
+from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR
+
+NUM_CLASSES = 100
+CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",
+                   "scheduler")
+DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")
+ARCH_CHOICES = ("cnn", "simplenet", "vit", "resnet18")
+
+
+class UserError(Exception):
+    """A problem with the user's input or data: printed as one line, exit status 2."""
+
+
+def get_args_parser():
+    """The starter's flags (names and defaults unchanged) plus our additions."""
+    parser = argparse.ArgumentParser(description="MiniPlaces scene recognition")
+    parser.add_argument("data_folder", metavar="DIR", help="dataset folder (train.txt, val.txt, images/)")
+    parser.add_argument("-j", "--workers", default=4, type=int, help="data loading workers")
+    parser.add_argument("--epochs", default=90, type=int, help="total epochs to run")
+    parser.add_argument("--warmup", default=5, type=int, help="linear warmup epochs")
+    parser.add_argument("--clip-grad", default=1.0, type=float, help="gradient norm clip (ViT only)")
+    parser.add_argument("--start-epoch", default=0, type=int, help="epoch to start from (resume sets it)")
+    parser.add_argument("-b", "--batch-size", default=256, type=int, help="training batch size")
+    parser.add_argument("--lr", "--learning-rate", default=0.1, type=float, dest="lr",
+                        help="peak learning rate")
+    parser.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
+    parser.add_argument("--wd", "--weight-decay", default=1e-4, type=float, dest="weight_decay",
+                        help="weight decay")
+    parser.add_argument("-p", "--print-freq", default=10, type=int, help="print every N iterations")
+    parser.add_argument("--resume", default="", type=str, metavar="PATH",
+                        help="checkpoint to resume training from, or to evaluate/attack")
+    parser.add_argument("-e", "--evaluate", action="store_true",
+                        help="evaluate the --resume checkpoint on val (horizontal-flip averaging)")
+    parser.add_argument("-a", "--attack", action="store_true",
+                        help="evaluate the --resume checkpoint under the PGD attack")
+    parser.add_argument("-v", "--vis", action="store_true",
+                        help="write input (and with -a adversarial) images to TensorBoard")
+    parser.add_argument("--use-custom-conv", action="store_true", help="CNNs use CustomConv2d")
+    parser.add_argument("--use-vit", action="store_true", help="train default_vit_model")
+    parser.add_argument("--use-resnet18", action="store_true", help="fine-tune ImageNet ResNet18")
+    parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (CPU when no CUDA)")
+    parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
+                        help="cnn = default_cnn_model (default), simplenet, vit = default_vit_model, "
+                             "resnet18; --use-vit / --use-resnet18 are shorthands")
+    parser.add_argument("--seed", default=2024, type=int, help="seed of every random choice")
+    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
+    parser.add_argument("--label-smoothing", default=0.0, type=float, help="cross-entropy smoothing")
+    parser.add_argument("--val-batch-size", default=100, type=int, help="validation batch size")
+    parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="root folder of all runs")
+    parser.add_argument("--exp-name", default="", help="run folder prefix (default: the model name)")
+    return parser
+
+
+def resolve_arch(args):
+    """The architecture choice of the flags: one of ARCH_CHOICES."""
+    chosen = [a for a, on in (("vit", args.use_vit), ("resnet18", args.use_resnet18)) if on]
+    if args.arch:
+        chosen.append(args.arch)
+    if len(set(chosen)) > 1:
+        raise UserError(f"conflicting model flags: {sorted(set(chosen))}; pick one")
+    arch = chosen[0] if chosen else "cnn"
+    if args.use_custom_conv and arch not in ("cnn", "simplenet"):
+        raise UserError(f"--use-custom-conv works with the CNNs (cnn, simplenet), not {arch}")
+    return arch
+
+
+def model_config_from_args(args):
+    """The checkpoint's description of the model, enough to rebuild it: the class name
+    (``model_arch``), its family (cnn, vit or resnet18), the conv op and the classes."""
+    arch = resolve_arch(args)
+    model_arch, family = {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
+                          "vit": (default_vit_model.__name__, "vit"),
+                          "resnet18": ("resnet18", "resnet18")}[arch]
+    return {"model_arch": model_arch, "family": family, "custom_conv": args.use_custom_conv,
+            "num_classes": NUM_CLASSES}
+
+
+def build_model(config):
+    """Build the model that ``config`` (see model_config_from_args) describes."""
+    if config["family"] == "resnet18":
+        from torchvision.models import resnet18
+        return resnet18(num_classes=config["num_classes"])
+    cls = getattr(student_code, config["model_arch"], None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise UserError(f"unknown model architecture {config['model_arch']!r} (no such model in student_code.py)")
+    if config["family"] == "vit":
+        return cls(num_classes=config["num_classes"])
+    return cls(conv_op=CustomConv2d if config["custom_conv"] else nn.Conv2d,
+               num_classes=config["num_classes"])
+
+
+def resolve_device(gpu):
+    """``cuda:<gpu>`` when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        if not 0 <= gpu < torch.cuda.device_count():
+            raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s)")
+        torch.cuda.set_device(gpu)
+        return torch.device("cuda", gpu)
+    return torch.device("cpu")
+
+
+class SeededSampler(Sampler):
+    """Yields (index, sample_seed) pairs: the order (shuffled or not) and each sample's
+    augmentation seed depend only on (seed, epoch), so a resumed run sees exactly the
+    data an uninterrupted one would, whatever the number of workers."""
+
+    def __init__(self, num_items, shuffle, seed):
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_items
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=g) if self.shuffle else torch.arange(self.num_items)
+        seeds = torch.randint(0, 2 ** 31 - 1, (self.num_items,), generator=g)
+        return iter(zip(order.tolist(), seeds[order].tolist()))
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item (index, seed) is transformed under ``random.seed(seed)``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        random.seed(seed)
+        return self.dataset[index]
+
+
+def check_data_folder(data_folder):
+    """Fail fast on a missing dataset; returns True for the generated demo set."""
+    if not os.path.isdir(data_folder):
+        raise UserError(f"data folder {data_folder} not found; {GET_DATA_HINT}")
+    for name in ("train.txt", "val.txt"):
+        if not os.path.isfile(os.path.join(data_folder, name)):
+            raise UserError(f"label file {os.path.join(data_folder, name)} not found; {GET_DATA_HINT}")
+    return os.path.isfile(os.path.join(data_folder, DEMO_MARKER))
+
+
+def build_loaders(args, device, need_train=True):
+    """(train_loader or None, val_loader) over MiniPlacesLoader with seeded sampling."""
+    def loader(split, transforms, batch_size, shuffle):
+        try:
+            dataset = MiniPlacesLoader(args.data_folder, split=split, num_classes=NUM_CLASSES,
+                                       transforms=transforms)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from e
+        return DataLoader(SeededDataset(dataset), batch_size=batch_size,
+                          sampler=SeededSampler(len(dataset), shuffle, args.seed),
+                          num_workers=args.workers, pin_memory=device.type == "cuda",
+                          persistent_workers=args.workers > 0, drop_last=False)
+
+    train_loader = loader("train", get_train_transforms(), args.batch_size, True) if need_train else None
+    val_loader = loader("val", get_val_transforms(), args.val_batch_size, False)
+    return train_loader, val_loader
+
+
+def build_optimizer(model, args, is_vit):
+    """AdamW for Vision Transformers, SGD with momentum for CNNs (as the starter)."""
+    if is_vit:
+        return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                           weight_decay=args.weight_decay)
+
+
+def make_run_folder(log_root, name):
+    """Create ``log_root/<name>_<YYYYmmdd-HHMMSS>[-k]``, never reusing an existing folder."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(log_root, f"{name}_{stamp}")
+    path, k = base, 0
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            k += 1
+            path = f"{base}-{k}"
+
+
+def save_checkpoint(state, is_best, run_folder):
+    """Write ``models/checkpoint.pth.tar`` (and ``model_best.pth.tar`` when best) atomically:
+    each file goes to a temporary name first and is renamed over the old one."""
+    folder = os.path.join(run_folder, "models")
+    os.makedirs(folder, exist_ok=True)
+    names = ["checkpoint.pth.tar"] + (["model_best.pth.tar"] if is_best else [])
+    for name in names:
+        tmp = os.path.join(folder, f".{name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, os.path.join(folder, name))
+
+
+def load_checkpoint(path):
+    """Load and check a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(f"--resume: {path} is not a checkpoint of main.py (missing {missing})")
+    return ckpt
+
+
+def load_model_state(model, state_dict, path):
+    """Load weights, naming the checkpoint and the first mismatches when they do not fit."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise UserError(f"--resume: the weights in {path} do not fit the model ({detail})") from e
+
+
+def accuracy_counts(output, target, topk=(1, 5)):
+    """Number of samples whose label is in the top-k logits, one 0-d tensor per k."""
+    maxk = min(max(topk), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices  # (B, maxk)
+    hit = pred.eq(target[:, None])  # (B, maxk)
+    return [hit[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
+
+
+def autocast_dtype(device, args):
+    """bf16 (or fp16 on older GPUs) under autocast on CUDA; None means float32."""
+    if device.type != "cuda" or args.no_amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def peak_memory_mb(device):
+    """Peak CUDA memory allocated, or the process's peak resident memory on the CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device,
+                    args, writer, channels_last, clip_grad):
+    """One epoch of training; returns (mean loss, top-1 %, top-5 %, images/s)."""
+    model.train()
+    amp_dtype = autocast_dtype(device, args)
+    batch_time = AverageMeter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros(2, device=device)
+    seen, num_iters = 0, len(train_loader)
+    start = end = time.time()
+    for i, (images, target) in enumerate(train_loader):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            output = model(images)
+            loss = criterion(output, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += loss.detach() * images.shape[0]
+        correct += torch.stack(accuracy_counts(output.detach(), target))
+        seen += images.shape[0]
+        batch_time.update(time.time() - end)
+        end = time.time()
+        if (i + 1) % args.print_freq == 0 or i + 1 == num_iters:
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                raise UserError(f"training loss became {'NaN' if math.isnan(mean_loss) else 'infinite'} at epoch {epoch}, iteration {i + 1}; "
+                                "lower --lr (or raise --warmup) and start again")
+            step = epoch * num_iters + i + 1
+            writer.add_scalar("data/training_loss", loss.item(), step)
+            writer.add_scalar("data/learning_rate", optimizer.param_groups[0]["lr"], step)
+            print(f"Epoch: [{epoch}][{i + 1}/{num_iters}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
+                  f"Loss {mean_loss:.4f}\tAcc@1 {100 * correct[0].item() / seen:.2f}\t"
+                  f"Acc@5 {100 * correct[1].item() / seen:.2f}\tLR {optimizer.param_groups[0]['lr']:.5f}",
+                  flush=True)
+    elapsed = time.time() - start
+    top1, top5 = (100.0 * correct / seen).tolist()
+    return loss_sum.item() / seen, top1, top5, seen / elapsed
+
+
+@torch.no_grad()
+def validate(val_loader, model, criterion, device, args, channels_last, flip_tta=False,
+             attack=None, writer=None, is_demo=False):
+    """Top-1 / top-5 accuracy (%) on val; prints ``******Acc@1 X Acc@5 Y`` last.
+
+    ``flip_tta`` averages the softmax of each image and its mirror image. ``attack``
+    (a PGDAttack) replaces each batch by its adversarial version first; with
+    ``writer`` the first batch's images go to TensorBoard. Returns (top1, top5, loss).
+    """
+    model.eval()
+    amp_dtype = autocast_dtype(device, args)
+    loss_sum, correct, seen = 0.0, torch.zeros(2, device=device), 0
+    for i, (images, target) in enumerate(val_loader):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        clean = images
+        if attack is not None:
+            with torch.enable_grad():
+                images = attack.perturb(model, images)
+        if writer is not None and i == 0:
+            write_images(writer, clean, images if attack is not None else None)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            output = model(images).float()
+            if flip_tta:
+                output = 0.5 * (output.softmax(1) + model(images.flip(3)).float().softmax(1))
+                loss = nn.functional.nll_loss(output.clamp_min(1e-12).log(), target)
+            else:
+                loss = criterion(output, target)
+        loss_sum += loss.item() * images.shape[0]
+        correct += torch.stack(accuracy_counts(output, target))
+        seen += images.shape[0]
+        if (i + 1) % args.print_freq == 0:
+            print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {100 * correct[0].item() / seen:.2f}\t"
+                  f"Acc@5 {100 * correct[1].item() / seen:.2f}", flush=True)
+    top1, top5 = (100.0 * correct / seen).tolist()
+    if is_demo:
+        print("[DEMO DATA] these accuracies are on the generated demo set, not on MiniPlaces")
+    print(f"******Acc@1 {top1:.3f} Acc@5 {top5:.3f}", flush=True)
+    return top1, top5, loss_sum / seen
+
+
+def write_images(writer, clean, adversarial=None):
+    """Grids of de-normalized inputs (and adversarial versions and their amplified
+    difference) to TensorBoard as Image/Org_Image, Image/Adv_Image, Image/Diff_Image."""
+    denorm = Denormalize(mean=student_code.IMAGENET_MEAN, std=student_code.IMAGENET_STD)
+    clean = denorm(clean.detach().float()).clamp(0, 1)
+    writer.add_image("Image/Org_Image", default_visfunction(clean), 0)
+    if adversarial is not None:
+        adv = denorm(adversarial.detach().float()).clamp(0, 1)
+        diff = adv - clean  # (B, 3, H, W), a few pixel levels at most
+        scale = 0.5 / diff.abs().amax().clamp_min(1e-8)
+        writer.add_image("Image/Adv_Image", default_visfunction(adv), 0)
+        writer.add_image("Image/Diff_Image", default_visfunction(0.5 + diff * scale), 0)
+
+
+def print_demo_banner(data_folder):
+    line = "#" * 78
+    print(f"{line}\n# DEMO DATA: {data_folder} holds the small generated demo set, NOT MiniPlaces.\n"
+          f"# Accuracies of this run say nothing about MiniPlaces. {GET_DATA_HINT}.\n{line}",
+          flush=True)
+
+
+def run_evaluation(args, device, is_demo):
+    """-e / -a: rebuild the checkpoint's model and evaluate it on val (optionally attacked)."""
+    if not args.resume:
+        raise UserError(f"{'-e' if args.evaluate else '-a'} needs --resume CHECKPOINT")
+    ckpt = load_checkpoint(args.resume)
+    model = build_model(ckpt["model_config"])
+    load_model_state(model, ckpt["state_dict"], args.resume)
+    channels_last = device.type == "cuda" and ckpt["model_config"]["family"] != "vit"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    print(f"=> evaluating {ckpt['model_arch']} from {args.resume} (epoch {ckpt['epoch']})")
+    _, val_loader = build_loaders(args, device, need_train=False)
+    criterion = nn.CrossEntropyLoss()
+    writer = None
+    if args.vis:
+        run = make_run_folder(args.log_dir, f"{ckpt['model_arch'].lower()}-{'attack' if args.attack else 'eval'}")
+        writer = SummaryWriter(run)
+        print(f"=> images go to TensorBoard in {run}")
+    if args.evaluate:
+        print("=> without flip averaging (the number training logged):")
+        validate(val_loader, model, criterion, device, args, channels_last, is_demo=is_demo)
+        print("=> with horizontal-flip averaging:")
+    attack = default_attack(criterion) if args.attack else None
+    validate(val_loader, model, criterion, device, args, channels_last, flip_tta=args.evaluate,
+             attack=attack, writer=writer, is_demo=is_demo)
+    if writer is not None:
+        writer.close()
+
+
+def main(args):
+    """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
+    if args.evaluate and args.attack:
+        raise UserError("-e and -a are separate runs: evaluate first, then attack")
+    for name in ("epochs", "batch_size", "val_batch_size", "print_freq"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.warmup <= args.epochs:
+        raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
+    is_demo = check_data_folder(args.data_folder)
+    if is_demo:
+        print_demo_banner(args.data_folder)
+    device = resolve_device(args.gpu)
+    print(f"=> device: {device}")
+    if args.evaluate or args.attack:
+        return run_evaluation(args, device, is_demo)
+    train(args, device, is_demo)
+
+
+def train(args, device, is_demo):
+    """The training loop: build everything, resume if asked, train and validate each epoch."""
+    config = model_config_from_args(args)
+    ckpt = None
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv
+        if model_flags and ckpt["model_config"] != config:
+            raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, "
+                            f"but the flags ask for {config}")
+        config = ckpt["model_config"]
+    torch.manual_seed(args.seed)
+    model = build_model(config)
+    if ckpt is not None:
+        load_model_state(model, ckpt["state_dict"], args.resume)
+    vit = config["family"] == "vit"
+    channels_last = device.type == "cuda" and not vit
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    train_loader, val_loader = build_loaders(args, device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = build_optimizer(model, args, vit)
+    iters = len(train_loader)
+    scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, args) == torch.float16)
+    best_acc1, start_epoch = 0.0, args.start_epoch
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
+        print(f"=> resumed {args.resume} at epoch {start_epoch} (best Acc@1 {best_acc1:.3f})")
+    run_folder = resume_folder(args.resume) if ckpt is not None else None
+    if run_folder is None:
+        name = args.exp_name or (config["model_arch"].lower() + ("-customconv" if config["custom_conv"] else ""))
+        run_folder = make_run_folder(args.log_dir, name)
+    writer = SummaryWriter(run_folder)
+    writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
+    print(f"=> {config['model_arch']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
+          f"logs and checkpoints in {run_folder}", flush=True)
+    if args.vis:
+        write_images(writer, next(iter(train_loader))[0])
+    for epoch in range(start_epoch, args.epochs):
+        torch.manual_seed(args.seed * 100003 + epoch)
+        train_loader.sampler.set_epoch(epoch)
+        start = time.time()
+        loss, top1_tr, top5_tr, ips = train_one_epoch(
+            train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
+            channels_last, args.clip_grad if vit else 0.0)
+        acc1, acc5, val_loss = validate(val_loader, model, criterion, device, args, channels_last,
+                                        is_demo=is_demo)
+        log_epoch(writer, epoch + 1, {"data/top1_accuracy": acc1, "data/top5_accuracy": acc5,
+                                      "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
+                                      "data/train_loss": loss, "data/val_loss": val_loss,
+                                      "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
+                                      "perf/peak_memory_mb": peak_memory_mb(device)})
+        is_best = acc1 > best_acc1
+        best_acc1 = max(acc1, best_acc1)
+        state = {"epoch": epoch + 1, "model_arch": config["model_arch"], "model_config": config,
+                 "state_dict": model.state_dict(), "best_acc1": best_acc1,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict(), "args": vars(args)}
+        save_checkpoint(state, is_best, run_folder)
+    writer.close()
+    print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+
+
+def resume_folder(checkpoint_path):
+    """The run folder to continue in: the checkpoint's own run when it is that run's latest
+    ``models/checkpoint.pth.tar``; None (a new folder) for any other file, so nothing of
+    the old run is overwritten."""
+    path = os.path.abspath(checkpoint_path)
+    if os.path.basename(path) == "checkpoint.pth.tar" and os.path.basename(os.path.dirname(path)) == "models":
+        return os.path.dirname(os.path.dirname(path))
+    return None
+
+
+def log_epoch(writer, step, scalars):
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+    writer.flush()
+
+
+def cli(argv=None):
+    """Command-line entry: one-line error message and exit status 2 on bad input."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ImageReadError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]  # last line: the worker's own message
+        print(f"error: {lines[-1] if lines else e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,180 @@
+"""The training driver: a demo run end to end, exact resume, safe checkpoints, bad input."""
+import glob
+import os
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import main as driver
+
+
+def run_args(data, log_dir, *extra):
+    return driver.get_args_parser().parse_args(
+        [data, "--arch", "simplenet", "--epochs", "2", "--warmup", "1", "-b", "16", "-j", "0",
+         "--lr", "0.05", "-p", "2", "--log-dir", str(log_dir), *extra])
+
+
+def only_run(log_dir):
+    runs = sorted(glob.glob(os.path.join(str(log_dir), "*")))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def scalars(run, tag):
+    acc = EventAccumulator(run)
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def expect_user_error(argv, capsys, needle):
+    with pytest.raises(SystemExit) as info:
+        driver.cli(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("logs")
+    driver.main(run_args(demo_data, log_dir))
+    return only_run(log_dir)
+
+
+def test_training_writes_logs_and_checkpoints(trained_run):
+    name = os.path.basename(trained_run)
+    assert " " not in name and ":" not in name
+    for f in ("checkpoint.pth.tar", "model_best.pth.tar"):
+        ckpt = torch.load(os.path.join(trained_run, "models", f), map_location="cpu", weights_only=True)
+        assert set(driver.CHECKPOINT_KEYS) <= set(ckpt)
+        assert ckpt["model_arch"] == "SimpleNet"
+    assert not glob.glob(os.path.join(trained_run, "models", ".*.tmp"))
+    for tag in ("data/training_loss", "data/learning_rate", "data/top1_accuracy", "data/top5_accuracy",
+                "data/train_top1_accuracy", "data/train_top5_accuracy"):
+        assert scalars(trained_run, tag), tag
+    assert [s for s, _ in scalars(trained_run, "data/top1_accuracy")] == [1, 2]
+
+
+def test_evaluate_reproduces_the_best_accuracy(trained_run, demo_data, capsys):
+    best = torch.load(os.path.join(trained_run, "models", "model_best.pth.tar"), weights_only=True)
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "-e", "--resume", os.path.join(trained_run, "models", "model_best.pth.tar"), "-j", "0"]))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("******Acc@1")]
+    assert len(lines) == 2, "plain and flip-averaged accuracy"
+    assert float(lines[0].split()[1]) == pytest.approx(best["best_acc1"], abs=1e-6)
+
+
+def test_resume_equals_an_uninterrupted_run(demo_data, tmp_path, monkeypatch):
+    driver.main(run_args(demo_data, tmp_path / "full"))
+    full = only_run(tmp_path / "full")
+
+    real_save = driver.save_checkpoint
+
+    def save_then_crash(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        driver.main(run_args(demo_data, tmp_path / "cut"))
+    monkeypatch.setattr(driver, "save_checkpoint", real_save)
+    cut = only_run(tmp_path / "cut")
+    assert torch.load(os.path.join(cut, "models", "checkpoint.pth.tar"), weights_only=True)["epoch"] == 1
+    driver.main(run_args(demo_data, tmp_path / "cut", "--resume",
+                         os.path.join(cut, "models", "checkpoint.pth.tar")))
+    assert only_run(tmp_path / "cut") == cut, "resume continues in the checkpoint's run folder"
+
+    a = torch.load(os.path.join(full, "models", "checkpoint.pth.tar"), weights_only=True)
+    b = torch.load(os.path.join(cut, "models", "checkpoint.pth.tar"), weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert a["best_acc1"] == b["best_acc1"]
+    assert scalars(full, "data/learning_rate") == scalars(cut, "data/learning_rate")
+
+
+def test_a_new_run_never_reuses_a_folder(demo_data, tmp_path, monkeypatch):
+    fixed = driver.datetime.datetime(2026, 1, 2, 3, 4, 5)
+
+    class FixedClock:
+        @staticmethod
+        def now():
+            return fixed
+
+    monkeypatch.setattr(driver.datetime, "datetime", FixedClock)
+    first = driver.make_run_folder(str(tmp_path), "simplenet")
+    second = driver.make_run_folder(str(tmp_path), "simplenet")
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    assert os.path.basename(first) == "simplenet_20260102-030405"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    driver.save_checkpoint({"epoch": 1}, True, str(tmp_path))
+
+    def crash(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(driver.torch, "save", crash)
+    with pytest.raises(OSError):
+        driver.save_checkpoint({"epoch": 2}, True, str(tmp_path))
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar"):
+        assert torch.load(os.path.join(tmp_path, "models", name), weights_only=True) == {"epoch": 1}
+
+
+def test_resuming_from_best_starts_a_new_folder(trained_run):
+    assert driver.resume_folder(os.path.join(trained_run, "models", "model_best.pth.tar")) is None
+    assert driver.resume_folder(os.path.join(trained_run, "models", "checkpoint.pth.tar")) == trained_run
+
+
+def test_bad_inputs_give_one_line_errors(demo_data, trained_run, tmp_path, capsys):
+    expect_user_error([str(tmp_path / "nowhere")], capsys, "download_dataset.sh")
+    (tmp_path / "empty").mkdir()
+    expect_user_error([str(tmp_path / "empty")], capsys, "train.txt")
+    expect_user_error([demo_data, "-e", "-a", "--resume", "x"], capsys, "-e and -a")
+    expect_user_error([demo_data, "-e"], capsys, "--resume")
+    expect_user_error([demo_data, "-e", "--resume", str(tmp_path / "none.pth")], capsys, "none.pth")
+    junk = tmp_path / "junk.pth.tar"
+    junk.write_bytes(b"not a checkpoint")
+    expect_user_error([demo_data, "-e", "--resume", str(junk)], capsys, "junk.pth.tar")
+    torch.save({"epoch": 1}, tmp_path / "partial.pth.tar")
+    expect_user_error([demo_data, "-e", "--resume", str(tmp_path / "partial.pth.tar")], capsys, "missing")
+    ckpt = os.path.join(trained_run, "models", "checkpoint.pth.tar")
+    expect_user_error([demo_data, "--use-vit", "--resume", ckpt, "--log-dir", str(tmp_path)], capsys,
+                      "flags ask for")
+    expect_user_error([demo_data, "--use-vit", "--use-resnet18"], capsys, "conflicting")
+    expect_user_error([demo_data, "--epochs", "0"], capsys, "--epochs")
+
+
+def test_incompatible_weights_are_named(demo_data, trained_run, tmp_path, capsys):
+    ckpt = torch.load(os.path.join(trained_run, "models", "checkpoint.pth.tar"), weights_only=True)
+    ckpt["state_dict"].pop("fc.weight")
+    torch.save(ckpt, tmp_path / "cut.pth.tar")
+    expect_user_error([demo_data, "-e", "--resume", str(tmp_path / "cut.pth.tar"), "-j", "0"], capsys,
+                      "fc.weight")
+
+
+def test_malformed_label_line_and_unreadable_image(demo_data, tmp_path, capsys):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    good = (data / "val.txt").read_text()
+    (data / "val.txt").write_text(good + "val/oops.jpg\n")
+    err = expect_user_error([str(data), "--arch", "simplenet", "-j", "0", "--log-dir", str(tmp_path)],
+                            capsys, "val.txt:")
+    assert f":{good.count(chr(10)) + 1}:" in err
+    (data / "val.txt").write_text(good)
+    first = good.split()[0]
+    (data / "images" / first).write_bytes(b"garbage")
+    expect_user_error([str(data), "--arch", "simplenet", "-j", "1", "-b", "16", "--epochs", "1", "--warmup", "0",
+                       "--log-dir", str(tmp_path)], capsys, first.split("/")[-1])
+
+
+def test_nan_loss_stops_with_a_clear_error(demo_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(driver.nn, "CrossEntropyLoss",
+                        lambda **k: (lambda out, tgt: out.sum() * float("nan")))
+    expect_user_error([demo_data, "--arch", "simplenet", "-j", "0", "-b", "16", "-p", "100", "--warmup", "0", "--epochs", "1",
+                       "--log-dir", str(tmp_path)], capsys, "NaN")

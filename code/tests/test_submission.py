@@ -1,0 +1,67 @@
+"""zip_submission.py and download_dataset.sh, on throwaway trees."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+import zip_submission  # noqa: E402
+
+
+def make_tree(root):
+    for rel, content in {
+        "code/student_code.py": "x = 1\n",
+        "code/__pycache__/student_code.cpython-311.pyc": "bytecode",
+        "code/models/checkpoint.pth.tar": "weights",
+        "code/best.pth": "weights",
+        "writeup/writeup.pdf": "%PDF-1.4",
+        "writeup/writeup.md": "# report",
+        "results/table.md": "| a |",
+        "results/events.out.tfevents.123.host": "events",
+        "data/train.txt": "train/a/abbey/00000001.jpg 0",
+        "logs/run/models/checkpoint.pth.tar": "weights",
+    }.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def test_zip_holds_code_writeup_results_only(tmp_path):
+    make_tree(tmp_path)
+    out = tmp_path / "hand_in.zip"
+    subprocess.run([sys.executable, os.path.join(REPO, "zip_submission.py"), "--root", str(tmp_path),
+                    "-o", str(out)], check=True, capture_output=True)
+    names = sorted(zipfile.ZipFile(out).namelist())
+    assert names == ["code/student_code.py", "results/table.md", "writeup/writeup.md", "writeup/writeup.pdf"]
+
+
+def test_zip_refuses_absolute_paths_missing_report_and_overwrite(tmp_path):
+    make_tree(tmp_path)
+    out = tmp_path / "a.zip"
+    (tmp_path / "code" / "paths.py").write_text("DATA = '/home/me/miniplaces'\n")
+    with pytest.raises(ValueError, match=r"paths.py:1"):
+        zip_submission.build_zip(str(tmp_path), str(out))
+    (tmp_path / "code" / "paths.py").unlink()
+    (tmp_path / "writeup" / "writeup.pdf").unlink()
+    with pytest.raises(ValueError, match="writeup.pdf"):
+        zip_submission.build_zip(str(tmp_path), str(out))
+    assert zip_submission.build_zip(str(tmp_path), str(out), require_report=False)
+    res = subprocess.run([sys.executable, os.path.join(REPO, "zip_submission.py"), "--root", str(tmp_path),
+                          "-o", str(out), "--no-report"], capture_output=True, text=True)
+    assert res.returncode != 0 and "exists" in res.stderr
+
+
+def test_download_script_offline_says_what_to_do(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gdown").write_text("#!/bin/sh\necho 'ConnectionError: no network' >&2\nexit 1\n")
+    (bin_dir / "gdown").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    res = subprocess.run(["bash", os.path.join(REPO, "download_dataset.sh"), str(tmp_path / "data")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 1
+    assert "could not download" in res.stderr and "make_demo_data.py" in res.stderr
+    assert not (tmp_path / "data" / "data.tar.gz").exists(), "no partial archive left behind"

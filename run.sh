@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Command 1: set up, then train and evaluate SimpleNet.
+#  - MiniPlaces in data/ (bash download_dataset.sh): the assignment's full run (a GPU job).
+#  - Otherwise: generates the small demo set into data/ and trains a few minutes on the CPU.
+# Extra arguments go to main.py, e.g.  bash run.sh --epochs 3
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup.sh
+cd code
+PY=../.venv/bin/python
+if [ ! -f ../data/train.txt ]; then
+  echo "MiniPlaces not found in data/: generating the DEMO set (run download_dataset.sh for the real one)"
+  $PY make_demo_data.py ../data
+fi
+if [ -f ../data/DEMO_DATASET.txt ]; then
+  flags=(--arch simplenet --epochs 8 --warmup 1 -b 32 --lr 0.05 -j 2)
+else
+  flags=(--arch simplenet --epochs 60)
+fi
+log_dir=../logs
+before=$(ls -d "$log_dir"/*/ 2>/dev/null | sort || true)
+$PY main.py ../data "${flags[@]}" "$@"
+run=$(comm -13 <(echo "$before") <(ls -d "$log_dir"/*/ | sort) | tail -n 1)
+echo "=> evaluating the best checkpoint of ${run}"
+$PY main.py ../data -e --resume "${run}models/model_best.pth.tar" -j 2
+echo "=> curves: tensorboard --logdir logs   (from the repository root)"
