@@ -12,6 +12,7 @@ on the CPU otherwise. Every run writes TensorBoard logs and checkpoints into a
 new folder under ../logs; ``tensorboard --logdir ../logs`` shows the curves.
 """
 import argparse
+import builtins
 import datetime
 import math
 import os
@@ -20,11 +21,13 @@ import resource
 import sys
 import time
 
-import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.tensorboard import SummaryWriter
+from torchvision.transforms import v2
 
 import student_code
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
@@ -38,7 +41,7 @@ NUM_CLASSES = 100
 CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",
                    "scheduler")
 DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")
-ARCH_CHOICES = ("cnn", "simplenet", "vit", "resnet18")
+ARCH_CHOICES = ("cnn", "simplenet", "vit", "simplevit", "resnet18")
 
 
 class UserError(Exception):
@@ -75,10 +78,17 @@ def get_args_parser():
     parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (CPU when no CUDA)")
     parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
                         help="cnn = default_cnn_model (default), simplenet, vit = default_vit_model, "
-                             "resnet18; --use-vit / --use-resnet18 are shorthands")
+                             "simplevit, resnet18; --use-vit / --use-resnet18 are shorthands")
     parser.add_argument("--seed", default=2024, type=int, help="seed of every random choice")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
     parser.add_argument("--label-smoothing", default=0.0, type=float, help="cross-entropy smoothing")
+    parser.add_argument("--mixup", default=0.0, type=float, help="MixUp alpha (0: off)")
+    parser.add_argument("--cutmix", default=0.0, type=float,
+                        help="CutMix alpha (0: off; with --mixup each batch picks one)")
+    parser.add_argument("--attack-eps", default=None, type=float,
+                        help="-a: PGD epsilon in normalized units (default: PGDAttack's)")
+    parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps")
+    parser.add_argument("--attack-step-size", default=None, type=float, help="-a: PGD step size")
     parser.add_argument("--val-batch-size", default=100, type=int, help="validation batch size")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="root folder of all runs")
     parser.add_argument("--exp-name", default="", help="run folder prefix (default: the model name)")
@@ -103,7 +113,7 @@ def model_config_from_args(args):
     (``model_arch``), its family (cnn, vit or resnet18), the conv op and the classes."""
     arch = resolve_arch(args)
     model_arch, family = {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
-                          "vit": (default_vit_model.__name__, "vit"),
+                          "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
                           "resnet18": ("resnet18", "resnet18")}[arch]
     return {"model_arch": model_arch, "family": family, "custom_conv": args.use_custom_conv,
             "num_classes": NUM_CLASSES}
@@ -136,25 +146,38 @@ def resolve_device(gpu):
 class SeededSampler(Sampler):
     """Yields (index, sample_seed) pairs: the order (shuffled or not) and each sample's
     augmentation seed depend only on (seed, epoch), so a resumed run sees exactly the
-    data an uninterrupted one would, whatever the number of workers."""
+    data an uninterrupted one would, whatever the number of workers.
 
-    def __init__(self, num_items, shuffle, seed):
+    Under DistributedDataParallel each of ``world_size`` ranks takes every
+    ``world_size``-th pair; with ``pad`` the list is first padded by repeating its
+    start, so that all ranks run the same number of iterations.
+    """
+
+    def __init__(self, num_items, shuffle, seed, rank=0, world_size=1, pad=True):
         self.num_items = num_items
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def __len__(self):
-        return self.num_items
+        if self.pad:
+            return math.ceil(self.num_items / self.world_size)
+        return len(range(self.rank, self.num_items, self.world_size))
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.num_items, generator=g) if self.shuffle else torch.arange(self.num_items)
         seeds = torch.randint(0, 2 ** 31 - 1, (self.num_items,), generator=g)
-        return iter(zip(order.tolist(), seeds[order].tolist()))
+        pairs = list(zip(order.tolist(), seeds[order].tolist()))
+        if self.pad:
+            pairs += pairs[:len(self) * self.world_size - self.num_items]
+        return iter(pairs[self.rank::self.world_size])
 
 
 class SeededDataset(Dataset):
@@ -183,19 +206,23 @@ def check_data_folder(data_folder):
 
 
 def build_loaders(args, device, need_train=True):
-    """(train_loader or None, val_loader) over MiniPlacesLoader with seeded sampling."""
+    """(train_loader or None, val_loader) over MiniPlacesLoader with seeded sampling; under
+    DDP each rank loads its share, ``--batch-size`` staying the global batch."""
     def loader(split, transforms, batch_size, shuffle):
         try:
             dataset = MiniPlacesLoader(args.data_folder, split=split, num_classes=NUM_CLASSES,
                                        transforms=transforms)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from e
-        return DataLoader(SeededDataset(dataset), batch_size=batch_size,
-                          sampler=SeededSampler(len(dataset), shuffle, args.seed),
+        sampler = SeededSampler(len(dataset), shuffle, args.seed, args.rank, args.world_size, pad=shuffle)
+        return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
                           num_workers=args.workers, pin_memory=device.type == "cuda",
                           persistent_workers=args.workers > 0, drop_last=False)
 
-    train_loader = loader("train", get_train_transforms(), args.batch_size, True) if need_train else None
+    if args.batch_size % args.world_size:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the {args.world_size} processes")
+    train_batch = args.batch_size // args.world_size
+    train_loader = loader("train", get_train_transforms(), train_batch, True) if need_train else None
     val_loader = loader("val", get_val_transforms(), args.val_batch_size, False)
     return train_loader, val_loader
 
@@ -259,11 +286,11 @@ def load_model_state(model, state_dict, path):
 
 
 def accuracy_counts(output, target, topk=(1, 5)):
-    """Number of samples whose label is in the top-k logits, one 0-d tensor per k."""
+    """Number of samples whose label is in the top-k logits, one float 0-d tensor per k."""
     maxk = min(max(topk), output.shape[1])
     pred = output.topk(maxk, dim=1).indices  # (B, maxk)
     hit = pred.eq(target[:, None])  # (B, maxk)
-    return [hit[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
+    return [hit[:, :min(k, maxk)].any(dim=1).sum().float() for k in topk]
 
 
 def autocast_dtype(device, args):
@@ -280,52 +307,89 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def to_device(images, target, device, channels_last):
+    """Copy a batch to ``device`` without blocking (pinned memory), channels_last for CNNs."""
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, target.to(device, non_blocking=True)
+
+
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` over DDP ranks (identity in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def optimizer_step(loss, model, optimizer, scaler, clip_grad):
+    """Backward (scaled for fp16), optional gradient-norm clipping, optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def log_progress(writer, sums, loss, lr, epoch, i, num_iters, batch_time):
+    """Print and log a training interval; stop on a non-finite loss.
+
+    ``sums`` = (loss * n, top-1 hits, top-5 hits, n) since the epoch started.
+    """
+    mean_loss, top1, top5 = (sums[:3] / sums[3]).tolist()
+    if not math.isfinite(mean_loss):
+        kind = "NaN" if math.isnan(mean_loss) else "infinite"
+        raise UserError(f"training loss became {kind} at epoch {epoch}, iteration {i + 1}; "
+                        "lower --lr (or raise --warmup) and start again")
+    if writer is not None:
+        step = epoch * num_iters + i + 1
+        writer.add_scalar("data/training_loss", loss.item(), step)
+        writer.add_scalar("data/learning_rate", lr, step)
+    print(f"Epoch: [{epoch}][{i + 1}/{num_iters}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
+          f"Loss {mean_loss:.4f}\tAcc@1 {100 * top1:.2f}\tAcc@5 {100 * top5:.2f}\tLR {lr:.5f}", flush=True)
+
+
 def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device,
-                    args, writer, channels_last, clip_grad):
-    """One epoch of training; returns (mean loss, top-1 %, top-5 %, images/s)."""
+                    args, writer, channels_last, clip_grad, mix=None):
+    """One epoch of training (``mix``: an optional MixUp/CutMix batch transform).
+
+    Returns (mean loss, top-1 %, top-5 %, images/s), over all DDP ranks.
+    """
     model.train()
     amp_dtype = autocast_dtype(device, args)
     batch_time = AverageMeter()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros(2, device=device)
-    seen, num_iters = 0, len(train_loader)
-    start = end = time.time()
+    sums = torch.zeros(4, device=device)  # loss * n, top-1 hits, top-5 hits, n
+    num_iters, start, end = len(train_loader), time.time(), time.time()
     for i, (images, target) in enumerate(train_loader):
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, target = to_device(images, target, device, channels_last)
+        labels = target
+        if mix is not None:
+            images, target = mix(images, target)  # target: (B, num_classes) soft labels
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             output = model(images)
             loss = criterion(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model, optimizer, scaler, clip_grad)
         scheduler.step()
-        loss_sum += loss.detach() * images.shape[0]
-        correct += torch.stack(accuracy_counts(output.detach(), target))
-        seen += images.shape[0]
+        n = torch.tensor(float(images.shape[0]), device=device)
+        sums += torch.stack([loss.detach().float() * n, *accuracy_counts(output.detach(), labels), n])
         batch_time.update(time.time() - end)
         end = time.time()
         if (i + 1) % args.print_freq == 0 or i + 1 == num_iters:
-            mean_loss = loss_sum.item() / seen
-            if not math.isfinite(mean_loss):
-                raise UserError(f"training loss became {'NaN' if math.isnan(mean_loss) else 'infinite'} at epoch {epoch}, iteration {i + 1}; "
-                                "lower --lr (or raise --warmup) and start again")
-            step = epoch * num_iters + i + 1
-            writer.add_scalar("data/training_loss", loss.item(), step)
-            writer.add_scalar("data/learning_rate", optimizer.param_groups[0]["lr"], step)
-            print(f"Epoch: [{epoch}][{i + 1}/{num_iters}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
-                  f"Loss {mean_loss:.4f}\tAcc@1 {100 * correct[0].item() / seen:.2f}\t"
-                  f"Acc@5 {100 * correct[1].item() / seen:.2f}\tLR {optimizer.param_groups[0]['lr']:.5f}",
-                  flush=True)
-    elapsed = time.time() - start
-    top1, top5 = (100.0 * correct / seen).tolist()
-    return loss_sum.item() / seen, top1, top5, seen / elapsed
+            log_progress(writer, sums, loss, optimizer.param_groups[0]["lr"], epoch, i, num_iters, batch_time)
+    sums = all_reduce_sum(sums)
+    return (sums[0] / sums[3]).item(), *(100.0 * sums[1:3] / sums[3]).tolist(), sums[3].item() / (time.time() - start)
+
+
+def predict(model, images, flip_tta, amp_dtype):
+    """Logits (B, num_classes) in float32, or with ``flip_tta`` the mean softmax of the
+    images and their mirror images."""
+    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = model(images).float()
+        if flip_tta:
+            output = 0.5 * (output.softmax(1) + model(images.flip(3)).float().softmax(1))
+    return output
 
 
 @torch.no_grad()
@@ -339,36 +403,28 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
     """
     model.eval()
     amp_dtype = autocast_dtype(device, args)
-    loss_sum, correct, seen = 0.0, torch.zeros(2, device=device), 0
+    sums = torch.zeros(4, device=device)  # loss * n, top-1 hits, top-5 hits, n
     for i, (images, target) in enumerate(val_loader):
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, target = to_device(images, target, device, channels_last)
         clean = images
         if attack is not None:
             with torch.enable_grad():
                 images = attack.perturb(model, images)
         if writer is not None and i == 0:
             write_images(writer, clean, images if attack is not None else None)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            output = model(images).float()
-            if flip_tta:
-                output = 0.5 * (output.softmax(1) + model(images.flip(3)).float().softmax(1))
-                loss = nn.functional.nll_loss(output.clamp_min(1e-12).log(), target)
-            else:
-                loss = criterion(output, target)
-        loss_sum += loss.item() * images.shape[0]
-        correct += torch.stack(accuracy_counts(output, target))
-        seen += images.shape[0]
+        output = predict(model, images, flip_tta, amp_dtype)
+        loss = nn.functional.nll_loss(output.clamp_min(1e-12).log(), target) if flip_tta else criterion(output, target)
+        n = torch.tensor(float(images.shape[0]), device=device)
+        sums += torch.stack([loss * n, *accuracy_counts(output, target), n])
         if (i + 1) % args.print_freq == 0:
-            print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {100 * correct[0].item() / seen:.2f}\t"
-                  f"Acc@5 {100 * correct[1].item() / seen:.2f}", flush=True)
-    top1, top5 = (100.0 * correct / seen).tolist()
+            print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {100 * sums[1].item() / sums[3].item():.2f}\t"
+                  f"Acc@5 {100 * sums[2].item() / sums[3].item():.2f}", flush=True)
+    sums = all_reduce_sum(sums)
+    top1, top5 = (100.0 * sums[1:3] / sums[3]).tolist()
     if is_demo:
         print("[DEMO DATA] these accuracies are on the generated demo set, not on MiniPlaces")
     print(f"******Acc@1 {top1:.3f} Acc@5 {top5:.3f}", flush=True)
-    return top1, top5, loss_sum / seen
+    return top1, top5, (sums[0] / sums[3]).item()
 
 
 def write_images(writer, clean, adversarial=None):
@@ -392,6 +448,13 @@ def print_demo_banner(data_folder):
           flush=True)
 
 
+def build_attack(args, criterion):
+    """``default_attack(criterion)`` with the --attack-* flags that were given."""
+    kwargs = {name: value for name, value in (("epsilon", args.attack_eps), ("num_steps", args.attack_steps),
+                                               ("step_size", args.attack_step_size)) if value is not None}
+    return default_attack(criterion, **kwargs)
+
+
 def run_evaluation(args, device, is_demo):
     """-e / -a: rebuild the checkpoint's model and evaluate it on val (optionally attacked)."""
     if not args.resume:
@@ -413,15 +476,15 @@ def run_evaluation(args, device, is_demo):
         print("=> without flip averaging (the number training logged):")
         validate(val_loader, model, criterion, device, args, channels_last, is_demo=is_demo)
         print("=> with horizontal-flip averaging:")
-    attack = default_attack(criterion) if args.attack else None
+    attack = build_attack(args, criterion) if args.attack else None
     validate(val_loader, model, criterion, device, args, channels_last, flip_tta=args.evaluate,
              attack=attack, writer=writer, is_demo=is_demo)
     if writer is not None:
         writer.close()
 
 
-def main(args):
-    """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
+def check_args(args):
+    """Reject flag values and combinations that cannot work."""
     if args.evaluate and args.attack:
         raise UserError("-e and -a are separate runs: evaluate first, then attack")
     for name in ("epochs", "batch_size", "val_batch_size", "print_freq"):
@@ -429,27 +492,82 @@ def main(args):
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not 0 <= args.warmup <= args.epochs:
         raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
-    is_demo = check_data_folder(args.data_folder)
-    if is_demo:
-        print_demo_banner(args.data_folder)
-    device = resolve_device(args.gpu)
-    print(f"=> device: {device}")
+    if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
+        raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
+
+
+def init_distributed(args):
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA,
+    gloo on the CPU. Sets ``args.rank`` and ``args.world_size``; only rank 0 prints."""
+    args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args.rank = int(os.environ.get("RANK", "0"))
+    if args.world_size == 1:
+        return
     if args.evaluate or args.attack:
-        return run_evaluation(args, device, is_demo)
-    train(args, device, is_demo)
+        raise UserError("-e and -a run in one process: start them with python, not torchrun")
+    if torch.cuda.is_available():
+        args.gpu = int(os.environ.get("LOCAL_RANK", "0"))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if args.rank != 0:
+        builtins.print = lambda *a, **k: None
+
+
+def main(args):
+    """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
+    check_args(args)
+    init_distributed(args)
+    try:
+        is_demo = check_data_folder(args.data_folder)
+        if is_demo:
+            print_demo_banner(args.data_folder)
+        device = resolve_device(args.gpu)
+        print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
+        if args.evaluate or args.attack:
+            return run_evaluation(args, device, is_demo)
+        train(args, device, is_demo)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resume_config(args):
+    """(checkpoint or None, model config): the checkpoint's model when resuming."""
+    config = model_config_from_args(args)
+    if not args.resume:
+        return None, config
+    ckpt = load_checkpoint(args.resume)
+    model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv
+    if model_flags and ckpt["model_config"] != config:
+        raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, but the flags ask for {config}")
+    return ckpt, ckpt["model_config"]
+
+
+def build_mix(args):
+    """MixUp and/or CutMix on whole batches (None when both are off)."""
+    mixes = []
+    if args.mixup > 0:
+        mixes.append(v2.MixUp(alpha=args.mixup, num_classes=NUM_CLASSES))
+    if args.cutmix > 0:
+        mixes.append(v2.CutMix(alpha=args.cutmix, num_classes=NUM_CLASSES))
+    return v2.RandomChoice(mixes) if mixes else None
+
+
+def open_run(args, config, ckpt, is_demo):
+    """(run folder, SummaryWriter) on rank 0, (None, None) on the other ranks."""
+    if args.rank != 0:
+        return None, None
+    run_folder = resume_folder(args.resume) if ckpt is not None else None
+    if run_folder is None:
+        name = args.exp_name or (config["model_arch"].lower() + ("-customconv" if config["custom_conv"] else ""))
+        run_folder = make_run_folder(args.log_dir, name)
+    writer = SummaryWriter(run_folder)
+    writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
+    return run_folder, writer
 
 
 def train(args, device, is_demo):
     """The training loop: build everything, resume if asked, train and validate each epoch."""
-    config = model_config_from_args(args)
-    ckpt = None
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv
-        if model_flags and ckpt["model_config"] != config:
-            raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, "
-                            f"but the flags ask for {config}")
-        config = ckpt["model_config"]
+    ckpt, config = resume_config(args)
     torch.manual_seed(args.seed)
     model = build_model(config)
     if ckpt is not None:
@@ -457,6 +575,9 @@ def train(args, device, is_demo):
     vit = config["family"] == "vit"
     channels_last = device.type == "cuda" and not vit
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    net = model
+    if args.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_loader, val_loader = build_loaders(args, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = build_optimizer(model, args, vit)
@@ -467,43 +588,55 @@ def train(args, device, is_demo):
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
+        scaler.load_state_dict(ckpt["scaler"])
         best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
         print(f"=> resumed {args.resume} at epoch {start_epoch} (best Acc@1 {best_acc1:.3f})")
-    run_folder = resume_folder(args.resume) if ckpt is not None else None
-    if run_folder is None:
-        name = args.exp_name or (config["model_arch"].lower() + ("-customconv" if config["custom_conv"] else ""))
-        run_folder = make_run_folder(args.log_dir, name)
-    writer = SummaryWriter(run_folder)
-    writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
+    run_folder, writer = open_run(args, config, ckpt, is_demo)
     print(f"=> {config['model_arch']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
           f"logs and checkpoints in {run_folder}", flush=True)
-    if args.vis:
+    if args.vis and writer is not None:
         write_images(writer, next(iter(train_loader))[0])
+    mix = build_mix(args)
     for epoch in range(start_epoch, args.epochs):
         torch.manual_seed(args.seed * 100003 + epoch)
         train_loader.sampler.set_epoch(epoch)
         start = time.time()
         loss, top1_tr, top5_tr, ips = train_one_epoch(
-            train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
-            channels_last, args.clip_grad if vit else 0.0)
-        acc1, acc5, val_loss = validate(val_loader, model, criterion, device, args, channels_last,
-                                        is_demo=is_demo)
+            train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
+            channels_last, args.clip_grad if vit else 0.0, mix)
+        acc1, acc5, val_loss = validate(val_loader, net, criterion, device, args, channels_last, is_demo=is_demo)
+        is_best = acc1 > best_acc1
+        best_acc1 = max(acc1, best_acc1)
+        if writer is None:
+            continue
         log_epoch(writer, epoch + 1, {"data/top1_accuracy": acc1, "data/top5_accuracy": acc5,
                                       "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
                                       "data/train_loss": loss, "data/val_loss": val_loss,
                                       "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
                                       "perf/peak_memory_mb": peak_memory_mb(device)})
-        is_best = acc1 > best_acc1
-        best_acc1 = max(acc1, best_acc1)
         state = {"epoch": epoch + 1, "model_arch": config["model_arch"], "model_config": config,
                  "state_dict": model.state_dict(), "best_acc1": best_acc1,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "args": vars(args)}
         save_checkpoint(state, is_best, run_folder)
-    writer.close()
-    print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+    if args.world_size > 1:
+        check_replicas_in_sync(model)
+    if writer is not None:
+        writer.close()
+        print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+
+
+def check_replicas_in_sync(model):
+    """After DDP training every rank must hold rank 0's weights; raise if one does not."""
+    mismatches = torch.zeros(1, device=next(model.parameters()).device)
+    for p in model.state_dict().values():
+        ref = p.detach().clone()
+        dist.broadcast(ref, src=0)
+        mismatches += float(not torch.equal(ref, p))
+    dist.all_reduce(mismatches)
+    if mismatches.item():
+        raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors differ from rank 0")
+    print(f"=> DDP: weights identical on all {dist.get_world_size()} ranks")
 
 
 def resume_folder(checkpoint_path):
@@ -517,6 +650,7 @@ def resume_folder(checkpoint_path):
 
 
 def log_epoch(writer, step, scalars):
+    """Write one epoch's scalars (step = epochs done) and flush them to disk."""
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
     writer.flush()

@@ -178,3 +178,46 @@ def test_nan_loss_stops_with_a_clear_error(demo_data, tmp_path, capsys, monkeypa
                         lambda **k: (lambda out, tgt: out.sum() * float("nan")))
     expect_user_error([demo_data, "--arch", "simplenet", "-j", "0", "-b", "16", "-p", "100", "--warmup", "0", "--epochs", "1",
                        "--log-dir", str(tmp_path)], capsys, "NaN")
+
+
+def test_mixup_cutmix_and_label_smoothing_train(demo_data, tmp_path):
+    driver.main(run_args(demo_data, tmp_path, "--epochs", "1", "--mixup", "0.2", "--cutmix", "1.0",
+                         "--label-smoothing", "0.1"))
+    ckpt = torch.load(os.path.join(only_run(tmp_path), "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["args"]["mixup"] == 0.2
+
+
+def test_seeded_sampler_shards_and_repeats():
+    full = list(driver.SeededSampler(10, True, seed=1))
+    assert sorted(i for i, _ in full) == list(range(10))
+    assert full == list(driver.SeededSampler(10, True, seed=1)), "same (seed, epoch), same order"
+    other = driver.SeededSampler(10, True, seed=1)
+    other.set_epoch(1)
+    assert list(other) != full
+    shards = [list(driver.SeededSampler(10, True, 1, rank=r, world_size=3)) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]
+    assert {i for s in shards for i, _ in s} == set(range(10))
+    val = [list(driver.SeededSampler(10, False, 1, rank=r, world_size=3, pad=False)) for r in range(3)]
+    assert sorted(i for s in val for i, _ in s) == list(range(10))
+
+
+def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         "main.py", demo_data, "--arch", "simplenet", "--epochs", "1", "--warmup", "0", "-b", "16", "-j", "0",
+         "--log-dir", str(tmp_path)],
+        cwd=driver.os.path.dirname(driver.__file__), capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "weights identical on all 2 ranks" in res.stdout
+    run = only_run(tmp_path)
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert res.stdout.count("******Acc@1") == 1, "only rank 0 prints"
