@@ -13,6 +13,7 @@ new folder under ../logs; ``tensorboard --logdir ../logs`` shows the curves.
 """
 import argparse
 import builtins
+import copy
 import datetime
 import math
 import os
@@ -82,6 +83,8 @@ def get_args_parser():
     parser.add_argument("--seed", default=2024, type=int, help="seed of every random choice")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
     parser.add_argument("--label-smoothing", default=0.0, type=float, help="cross-entropy smoothing")
+    parser.add_argument("--ema-decay", default=0.0, type=float,
+                        help="evaluate and save an exponential moving average of the weights (0: off)")
     parser.add_argument("--mixup", default=0.0, type=float, help="MixUp alpha (0: off)")
     parser.add_argument("--cutmix", default=0.0, type=float,
                         help="CutMix alpha (0: off; with --mixup each batch picks one)")
@@ -352,8 +355,9 @@ def log_progress(writer, sums, loss, lr, epoch, i, num_iters, batch_time):
 
 
 def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device,
-                    args, writer, channels_last, clip_grad, mix=None):
-    """One epoch of training (``mix``: an optional MixUp/CutMix batch transform).
+                    args, writer, channels_last, clip_grad, mix=None, ema=None):
+    """One epoch of training (``mix``: an optional MixUp/CutMix batch transform; ``ema``:
+    a ModelEma updated after every step).
 
     Returns (mean loss, top-1 %, top-5 %, images/s), over all DDP ranks.
     """
@@ -372,6 +376,8 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
             loss = criterion(output, target)
         optimizer_step(loss, model, optimizer, scaler, clip_grad)
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         n = torch.tensor(float(images.shape[0]), device=device)
         sums += torch.stack([loss.detach().float() * n, *accuracy_counts(output.detach(), labels), n])
         batch_time.update(time.time() - end)
@@ -494,6 +500,8 @@ def check_args(args):
         raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
     if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
         raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
+    if not 0 <= args.ema_decay < 1:
+        raise UserError(f"--ema-decay must lie in [0, 1), got {args.ema_decay}")
 
 
 def init_distributed(args):
@@ -542,6 +550,26 @@ def resume_config(args):
     return ckpt, ckpt["model_config"]
 
 
+class ModelEma:
+    """Exponential moving average of a model's floating-point state (weights and BatchNorm
+    statistics): ``ema = decay * ema + (1 - decay) * model`` after every optimizer step.
+    ``module`` is the averaged copy, used for validation and saved as the checkpoint's
+    ``state_dict``."""
+
+    def __init__(self, model, decay):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model):
+        pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())]
+        floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - self.decay)
+        for e, m in pairs:
+            if not e.dtype.is_floating_point:
+                e.copy_(m)
+
+
 def build_mix(args):
     """MixUp and/or CutMix on whole batches (None when both are off)."""
     mixes = []
@@ -571,10 +599,13 @@ def train(args, device, is_demo):
     torch.manual_seed(args.seed)
     model = build_model(config)
     if ckpt is not None:
-        load_model_state(model, ckpt["state_dict"], args.resume)
+        load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
     vit = config["family"] == "vit"
     channels_last = device.type == "cuda" and not vit
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    ema = ModelEma(model, args.ema_decay) if args.ema_decay > 0 else None
+    if ema is not None and ckpt is not None:
+        load_model_state(ema.module, ckpt["state_dict"], args.resume)
     net = model
     if args.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -603,8 +634,9 @@ def train(args, device, is_demo):
         start = time.time()
         loss, top1_tr, top5_tr, ips = train_one_epoch(
             train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
-            channels_last, args.clip_grad if vit else 0.0, mix)
-        acc1, acc5, val_loss = validate(val_loader, net, criterion, device, args, channels_last, is_demo=is_demo)
+            channels_last, args.clip_grad if vit else 0.0, mix, ema)
+        acc1, acc5, val_loss = validate(val_loader, ema.module if ema is not None else net, criterion, device,
+                                        args, channels_last, is_demo=is_demo)
         is_best = acc1 > best_acc1
         best_acc1 = max(acc1, best_acc1)
         if writer is None:
@@ -615,9 +647,11 @@ def train(args, device, is_demo):
                                       "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
                                       "perf/peak_memory_mb": peak_memory_mb(device)})
         state = {"epoch": epoch + 1, "model_arch": config["model_arch"], "model_config": config,
-                 "state_dict": model.state_dict(), "best_acc1": best_acc1,
+                 "state_dict": (ema.module if ema is not None else model).state_dict(), "best_acc1": best_acc1,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "args": vars(args)}
+        if ema is not None:
+            state["train_state_dict"] = model.state_dict()
         save_checkpoint(state, is_best, run_folder)
     if args.world_size > 1:
         check_replicas_in_sync(model)

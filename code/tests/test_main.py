@@ -221,3 +221,20 @@ def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
     ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
     assert ckpt["epoch"] == 1
     assert res.stdout.count("******Acc@1") == 1, "only rank 0 prints"
+
+
+def test_ema_checkpoint_holds_the_evaluated_weights_and_resumes(demo_data, tmp_path, capsys):
+    driver.main(run_args(demo_data, tmp_path, "--ema-decay", "0.9"))
+    run = only_run(tmp_path)
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    raw, ema = ckpt["train_state_dict"], ckpt["state_dict"]
+    assert not torch.equal(raw["fc.weight"], ema["fc.weight"]), "the average differs from the last step"
+    capsys.readouterr()
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
+    plain = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("******")][0]
+    assert float(plain.split()[1]) == pytest.approx(
+        scalars(run, "data/top1_accuracy")[-1][1], abs=1e-4), "-e evaluates the EMA weights"
+    driver.main(run_args(demo_data, tmp_path, "--ema-decay", "0.9", "--epochs", "3",
+                         "--resume", os.path.join(run, "models", "checkpoint.pth.tar")))
+    assert torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)["epoch"] == 3
