@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import student_code
 from custom_dataloader import MiniPlacesLoader
+from pretrained import build_resnet18
 from student_code import CustomConv2d, ResidualBlock, SceneResNet, SimpleNet
 
 TINY = dict(widths=(8, 16), depths=(1, 2), stem_width=8)
@@ -98,6 +99,21 @@ def test_budget_matches_independent_count_and_docstring():
     assert (params, flops) == expected_params_and_flops((64, 128, 256, 512), (2, 3, 4, 2), 32, 100, 128)
     assert 1e9 <= flops <= 2.5e9
     row = f"SceneResNet (defaults)     {params / 1e6:.2f} M    {flops / 1e9:.2f}"
+    assert row in SceneResNet.__doc__
+
+
+@pytest.mark.parametrize("name, build", [
+    ("SimpleNet (starter)        ", lambda: SimpleNet(num_classes=100)),
+    ("ResNet18 (torchvision)     ", lambda: build_resnet18(num_classes=100, pretrained=False)),
+])
+def test_docstring_budget_of_reference_models(name, build):
+    with torch.device("meta"):
+        model = build()
+        x = torch.empty(1, 3, 128, 128)
+    params = sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    row = f"{name}{params / 1e6:5.2f} M    {counter.get_total_flops() / 1e9:.2f}"
     assert row in SceneResNet.__doc__
 
 
