@@ -1,0 +1,212 @@
+"""Training throughput (images/s) and peak memory: the starter's fp32 loop vs our
+AMP + channels_last loop, for SimpleNet, SceneResNet and ResNet18, side by side.
+
+    python bench_train.py                                    # GPU: batch 256
+    python bench_train.py --batch-size 8 --steps 2 --warmup 1 --repeats 3   # CPU smoke run
+
+Each measurement builds a fresh model and SGD optimizer, runs ``--warmup`` steps,
+then times ``--steps`` training steps (forward, cross-entropy, backward, SGD step)
+on one random batch kept on the device, so data loading is excluded. The six
+(model, loop) configurations run interleaved in each of ``--repeats`` rounds; the
+table gives the median images/s and the median of the per-round speed-ups. Peak
+memory is ``torch.cuda.max_memory_allocated`` over the timed steps (CUDA only).
+The report goes to ``<repo>/results/train_throughput.md`` (``--out`` to change).
+"""
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from pretrained import build_resnet18
+from student_code import SceneResNet, SimpleNet
+
+NUM_CLASSES = 100
+MODELS = {
+    "SimpleNet": lambda: SimpleNet(num_classes=NUM_CLASSES),
+    "SceneResNet": lambda: SceneResNet(num_classes=NUM_CLASSES),
+    "ResNet18": lambda: build_resnet18(num_classes=NUM_CLASSES, pretrained=False),
+}
+LOOPS = ("fp32", "amp_cl")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    """Command-line options; ``argv`` None reads sys.argv."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds over all configurations")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16"), default="auto",
+                        help="auto: bf16 where supported (CPU, Ampere+ GPUs), else fp16")
+    parser.add_argument("--out", default=os.path.join(REPO_ROOT, "results", "train_throughput.md"))
+    parser.add_argument("--note", default="", help="free text added to the report (e.g. machine load)")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "img_size", "steps", "repeats"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device!r} but CUDA is not available")
+    return args
+
+
+def resolve_amp_dtype(name, device):
+    """torch dtype for autocast: "bf16", "fp16", or "auto" (bf16 unless a GPU lacks it)."""
+    if name == "auto":
+        use_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if use_bf16 else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def make_step(model, loop, device, amp_dtype):
+    """One training step ``step(x, y)`` for x (B, 3, H, W) images and y (B,) labels.
+
+    "fp32": the starter's loop (fp32, NCHW). "amp_cl": autocast to ``amp_dtype``,
+    channels_last weights (inputs must be channels_last too), a GradScaler for fp16.
+    """
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    if loop == "fp32":
+        def step(x, y):
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return step
+    model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def step(x, y):
+        with torch.autocast(device.type, dtype=amp_dtype):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return step
+
+
+def synchronize(device):
+    """Wait for queued CUDA work on ``device`` (no-op on CPU) so timers see finished steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model_name, loop, args, device, amp_dtype):
+    """Train ``model_name`` with ``loop``; returns (images/s, peak bytes or None on CPU)."""
+    torch.manual_seed(0)
+    model = MODELS[model_name]().to(device).train()
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=device)
+    if loop == "amp_cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    step = make_step(model, loop, device, amp_dtype)
+    for _ in range(args.warmup):
+        step(x, y)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(x, y)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    del model, step
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return args.steps * args.batch_size / elapsed, peak
+
+
+def hardware(device):
+    """One line naming the device the benchmark ran on."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"CPU {cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+
+
+def report(args, device, amp_dtype, results):
+    """Markdown report; ``results[(model, loop)]`` is a list of (images/s, peak) per round."""
+    amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    lines = [
+        "# Training throughput: starter fp32 loop vs AMP + channels_last",
+        "",
+        f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        f"- Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}` (from `code/`)",
+        f"- Hardware: {hardware(device)}",
+        f"- torch {torch.__version__}, Python {platform.python_version()}, "
+        f"cudnn.benchmark {torch.backends.cudnn.benchmark}",
+        f"- Batch {args.batch_size} x 3 x {args.img_size} x {args.img_size}, {args.warmup} warm-up + "
+        f"{args.steps} timed steps per measurement, {args.repeats} interleaved rounds, "
+        f"AMP dtype {amp_name}; synthetic batch on the device (no data loading).",
+        "- fp32: the starter's loop (fp32 NCHW). amp_cl: autocast + channels_last"
+        + (" + GradScaler." if amp_dtype == torch.float16 else " (bf16 needs no GradScaler)."),
+    ]
+    if device.type == "cpu":
+        lines.append("- CPU run: it checks that the benchmark works; GPU throughput needs a CUDA device.")
+    if args.note:
+        lines.append(f"- Note: {args.note}")
+    lines += [
+        "",
+        "| model | params (M) | loop | images/s (median) | images/s (min-max) | peak memory (MiB) "
+        "| speed-up vs fp32 (median of rounds) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in args.models:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in MODELS[name]().parameters())
+        base = [r[0] for r in results[(name, "fp32")]]
+        for loop in LOOPS:
+            rates = [r[0] for r in results[(name, loop)]]
+            peaks = [r[1] for r in results[(name, loop)] if r[1] is not None]
+            peak = f"{max(peaks) / 2 ** 20:.0f}" if peaks else "n/a (CPU)"
+            speedup = statistics.median(r / b for r, b in zip(rates, base))
+            lines.append(f"| {name} | {params / 1e6:.2f} | {loop} | {statistics.median(rates):.1f} "
+                         f"| {min(rates):.1f}-{max(rates):.1f} | {peak} | {speedup:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    """Run every (model, loop) configuration ``--repeats`` times interleaved and write the report."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    amp_dtype = resolve_amp_dtype(args.amp_dtype, device)
+    torch.backends.cudnn.benchmark = True
+    results = {(name, loop): [] for name in args.models for loop in LOOPS}
+    for round_idx in range(args.repeats):
+        for name in args.models:
+            for loop in LOOPS:
+                rate, peak = measure(name, loop, args, device, amp_dtype)
+                results[(name, loop)].append((rate, peak))
+                print(f"round {round_idx + 1}/{args.repeats} {name:11s} {loop:6s} {rate:9.1f} images/s",
+                      flush=True)
+    text = report(args, device, amp_dtype, results)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text + f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
