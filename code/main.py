@@ -34,6 +34,7 @@ import student_code
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
 from custom_transforms import Denormalize
 from make_demo_data import DEMO_MARKER
+from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
 from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
                           default_vit_model, get_train_transforms, get_val_transforms)
 from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR
@@ -80,6 +81,11 @@ def get_args_parser():
     parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
                         help="cnn = default_cnn_model (default), simplenet, vit = default_vit_model, "
                              "simplevit, resnet18; --use-vit / --use-resnet18 are shorthands")
+    parser.add_argument("--resnet18-weights", default=None, metavar="PATH",
+                        help="local ImageNet ResNet18 state dict (offline use of --use-resnet18)")
+    parser.add_argument("--backbone-lr-scale", default=0.1, type=float,
+                        help="ResNet18 fine-tuning: the pretrained backbone learns at lr * this, the "
+                             "new head at lr (large steps would wipe out the ImageNet features)")
     parser.add_argument("--seed", default=2024, type=int, help="seed of every random choice")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
     parser.add_argument("--label-smoothing", default=0.0, type=float, help="cross-entropy smoothing")
@@ -122,11 +128,14 @@ def model_config_from_args(args):
             "num_classes": NUM_CLASSES}
 
 
-def build_model(config):
-    """Build the model that ``config`` (see model_config_from_args) describes."""
+def build_model(config, resnet18_weights=None, pretrained=False):
+    """Build the model that ``config`` (see model_config_from_args) describes. ResNet18
+    starts from ImageNet weights only when ``pretrained`` (a new training run)."""
     if config["family"] == "resnet18":
-        from torchvision.models import resnet18
-        return resnet18(num_classes=config["num_classes"])
+        try:
+            return build_resnet18(config["num_classes"], weights_path=resnet18_weights, pretrained=pretrained)
+        except PretrainedWeightsError as e:
+            raise UserError(" ".join(str(e).split())) from e
     cls = getattr(student_code, config["model_arch"], None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise UserError(f"unknown model architecture {config['model_arch']!r} (no such model in student_code.py)")
@@ -230,12 +239,15 @@ def build_loaders(args, device, need_train=True):
     return train_loader, val_loader
 
 
-def build_optimizer(model, args, is_vit):
-    """AdamW for Vision Transformers, SGD with momentum for CNNs (as the starter)."""
-    if is_vit:
+def build_optimizer(model, args, family):
+    """AdamW for Vision Transformers, SGD with momentum for CNNs (as the starter); for
+    ResNet18 fine-tuning the backbone's learning rate is scaled by --backbone-lr-scale."""
+    if family == "vit":
         return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                           weight_decay=args.weight_decay)
+    params = model.parameters()
+    if family == "resnet18":
+        params = finetune_param_groups(model, args.lr, args.backbone_lr_scale)
+    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def make_run_folder(log_root, name):
@@ -500,6 +512,10 @@ def check_args(args):
         raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
     if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
         raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
+    if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
+        raise UserError("--resnet18-weights is for --use-resnet18")
+    if not 0 <= args.backbone_lr_scale <= 1:
+        raise UserError(f"--backbone-lr-scale must lie in [0, 1], got {args.backbone_lr_scale}")
     if not 0 <= args.ema_decay < 1:
         raise UserError(f"--ema-decay must lie in [0, 1), got {args.ema_decay}")
 
@@ -597,7 +613,7 @@ def train(args, device, is_demo):
     """The training loop: build everything, resume if asked, train and validate each epoch."""
     ckpt, config = resume_config(args)
     torch.manual_seed(args.seed)
-    model = build_model(config)
+    model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
     if ckpt is not None:
         load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
     vit = config["family"] == "vit"
@@ -611,7 +627,7 @@ def train(args, device, is_demo):
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_loader, val_loader = build_loaders(args, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    optimizer = build_optimizer(model, args, vit)
+    optimizer = build_optimizer(model, args, config["family"])
     iters = len(train_loader)
     scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, args) == torch.float16)

@@ -238,3 +238,31 @@ def test_ema_checkpoint_holds_the_evaluated_weights_and_resumes(demo_data, tmp_p
     driver.main(run_args(demo_data, tmp_path, "--ema-decay", "0.9", "--epochs", "3",
                          "--resume", os.path.join(run, "models", "checkpoint.pth.tar")))
     assert torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)["epoch"] == 3
+
+
+def test_resnet18_offline_message_and_local_weights(demo_data, tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    from torchvision.models import resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(driver.torch.hub, "download_url_to_file", offline)
+    expect_user_error([demo_data, "--use-resnet18", "-j", "0", "--log-dir", str(tmp_path)], capsys,
+                      "--resnet18-weights")
+    weights = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), weights)
+    driver.main(run_args(demo_data, tmp_path / "logs", "--arch", "resnet18", "--resnet18-weights",
+                         str(weights), "--epochs", "1", "--warmup", "0"))
+    run = only_run(tmp_path / "logs")
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["model_config"]["family"] == "resnet18"
+    lrs = sorted({g["initial_lr"] for g in ckpt["optimizer"]["param_groups"]})
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(0.1 * lrs[1]), "backbone learns 10x slower"
+    capsys.readouterr()
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
+    assert "******Acc@1" in capsys.readouterr().out
