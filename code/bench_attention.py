@@ -143,14 +143,16 @@ def bench_models(args, device):
              med[name] * 1e3 / args.model_batch) for name, model in models.items()]
 
 
-def render(args, device, attn_rows, model_rows):
-    """The markdown report."""
+def render(args, device, attn_rows, model_rows, load_before):
+    """The markdown report; ``load_before`` is the 1-minute load average at the start."""
     lines = [
         "# Attention and ViT benchmark",
         "",
         f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- Hardware: {hardware_name(device)} ({device.type})",
-        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
+        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads on {os.cpu_count()} cores, "
+        f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
+        "(other jobs share the machine when it exceeds the threads)",
         f"- Command: `python {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}`",
         "",
         "## Attention forward + backward, float32",
@@ -203,9 +205,10 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch.cuda.is_available() is False")
     device = torch.device(args.device)
+    load_before = os.getloadavg()[0]
     attn_rows = bench_attention(args, device)
     model_rows = [] if args.no_models else bench_models(args, device)
-    report = render(args, device, attn_rows, model_rows)
+    report = render(args, device, attn_rows, model_rows, load_before)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(report)

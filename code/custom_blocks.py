@@ -135,7 +135,8 @@ def window_unpartition(windows, window_size, pad_hw, hw):
 class ConvStem(nn.Module):
     """Convolutional patchify stem (Xiao et al. 2021, "Early convolutions help
     transformers see better"): stride-2 3x3 conv + BatchNorm + ReLU per entry of
-    ``channels``, then a 1x1 projection to ``embed_dim``.
+    ``channels``, then a 1x1 projection to ``embed_dim``. Convolutions start from
+    Kaiming-normal (fan_out) weights, as in ResNets.
 
     (B, in_chans, H, W) -> (B, H / 2^k, W / 2^k, embed_dim) with k = len(channels);
     H and W must be multiples of 2^k.
@@ -152,6 +153,11 @@ class ConvStem(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
         self.stride = 2 ** len(channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x):
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:

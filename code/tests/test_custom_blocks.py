@@ -90,6 +90,15 @@ def test_conv_stem_downsamples_by_two_per_stage():
         stem(torch.randn(1, 3, 20, 24))
 
 
+def test_conv_stem_kaiming_fan_out_init():
+    torch.manual_seed(0)
+    stem = ConvStem(3, 96, channels=(64,))
+    conv, proj = stem.convs[0], stem.proj
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
+    assert proj.weight.std().item() == pytest.approx(math.sqrt(2 / 96), rel=0.05)
+    assert torch.count_nonzero(proj.bias) == 0
+
+
 def test_param_groups_split_one_dim_and_named_parameters():
     class Toy(nn.Module):
         def __init__(self):
