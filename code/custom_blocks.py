@@ -15,13 +15,18 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 def drop_path(x, drop_prob=0.0, training=False):
     """Stochastic depth: zero whole samples of ``x`` (B, ...) with probability
-    ``drop_prob`` and scale the kept ones by 1 / (1 - drop_prob)."""
+    ``drop_prob`` in [0, 1] and scale the kept ones by 1 / (1 - drop_prob), so the
+    expectation over the draws is ``x``. Identity when not ``training``."""
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
     if drop_prob == 0.0 or not training:
         return x
     keep_prob = 1.0 - drop_prob
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # (B, 1, ..., 1): one draw per sample
     mask = x.new_empty(shape).bernoulli_(keep_prob)
-    return x * mask / keep_prob
+    if keep_prob > 0.0:
+        mask.div_(keep_prob)
+    return x * mask
 
 
 class DropPath(nn.Module):
@@ -29,6 +34,8 @@ class DropPath(nn.Module):
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
+        if not 0.0 <= drop_prob <= 1.0:
+            raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
         self.drop_prob = drop_prob
 
     def forward(self, x):
@@ -71,23 +78,30 @@ class PatchEmbed(nn.Module):
 
 def window_partition(x, window_size):
     """Split a token grid into non-overlapping windows, zero-padding the grid
-    up to a multiple of ``window_size``.
+    at the bottom and right up to a multiple of ``window_size``.
 
     Args:
         x: (B, H, W, C) tokens.
-        window_size: side of a square window.
+        window_size: side of a square window, a positive int.
     Returns:
-        windows: (B * num_windows, window_size, window_size, C).
+        windows: (B * num_windows, window_size, window_size, C), windows in
+            row-major order within each image, images in batch order.
         (Hp, Wp): the padded grid size, for :func:`window_unpartition`.
+    Raises:
+        ValueError: ``x`` is not 4-D or ``window_size`` is not positive.
     """
+    if x.ndim != 4:
+        raise ValueError(f"window_partition expects (B, H, W, C) tokens, got shape {tuple(x.shape)}")
+    if window_size <= 0:
+        raise ValueError(f"window_size must be positive, got {window_size}")
     B, H, W, C = x.shape
     pad_h = (window_size - H % window_size) % window_size
     pad_w = (window_size - W % window_size) % window_size
     if pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # pads W then H, never C
     Hp, Wp = H + pad_h, W + pad_w
-    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)  # (B*nW, ws, ws, C)
+    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)  # (B, nH, ws, nW, ws, C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)  # (B*nH*nW, ws, ws, C)
     return windows, (Hp, Wp)
 
 
@@ -97,17 +111,93 @@ def window_unpartition(windows, window_size, pad_hw, hw):
     Args:
         windows: (B * num_windows, window_size, window_size, C).
         window_size: side of a square window.
-        pad_hw: (Hp, Wp), the padded grid size.
+        pad_hw: (Hp, Wp), the padded grid size (multiples of ``window_size``).
         hw: (H, W), the grid size before padding.
     Returns:
         x: (B, H, W, C).
+    Raises:
+        ValueError: the number of windows does not match ``pad_hw``.
     """
     Hp, Wp = pad_hw
     H, W = hw
-    B = windows.shape[0] // (Hp * Wp // window_size // window_size)
-    x = windows.view(B, Hp // window_size, Wp // window_size, window_size, window_size, -1)
+    num_windows = (Hp // window_size) * (Wp // window_size)
+    if windows.shape[0] % num_windows:
+        raise ValueError(f"{windows.shape[0]} windows do not split into images of {num_windows} windows "
+                         f"(padded grid {Hp}x{Wp}, window_size {window_size})")
+    B = windows.shape[0] // num_windows
+    x = windows.view(B, Hp // window_size, Wp // window_size, window_size, window_size, -1)  # (B, nH, nW, ws, ws, C)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)  # (B, Hp, Wp, C)
     if Hp > H or Wp > W:
         x = x[:, :H, :W, :].contiguous()
     return x
 
+
+class ConvStem(nn.Module):
+    """Convolutional patchify stem (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): stride-2 3x3 conv + BatchNorm + ReLU per entry of
+    ``channels``, then a 1x1 projection to ``embed_dim``. Convolutions start from
+    Kaiming-normal (fan_out) weights, as in ResNets.
+
+    (B, in_chans, H, W) -> (B, H / 2^k, W / 2^k, embed_dim) with k = len(channels);
+    H and W must be multiples of 2^k.
+    """
+
+    def __init__(self, in_chans=3, embed_dim=256, channels=(64, 128, 256)):
+        super().__init__()
+        if not channels:
+            raise ValueError("ConvStem needs at least one stride-2 stage, got channels=()")
+        layers = []
+        for c_in, c_out in zip((in_chans,) + tuple(channels[:-1]), channels):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
+        self.stride = 2 ** len(channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
+            raise ValueError(f"ConvStem needs H and W divisible by {self.stride}, got {tuple(x.shape[-2:])}")
+        x = self.proj(self.convs(x))  # (B, C, H / stride, W / stride)
+        return x.permute(0, 2, 3, 1)  # (B, H', W', C)
+
+
+def sincos_pos_embed_2d(h, w, dim, temperature=10000.0):
+    """Fixed 2D sine-cosine position embedding (Beyer et al. 2022, "Better plain
+    ViT baselines"): a quarter of the channels each for sin(y), cos(y), sin(x),
+    cos(x) at ``dim // 4`` geometric frequencies 1 / temperature^(i / (dim/4)).
+
+    Returns a (h, w, dim) float32 tensor with values in [-1, 1]; ``dim`` must be a
+    multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_pos_embed_2d needs dim divisible by 4, got {dim}")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                          indexing="ij")  # (h, w) each
+    y = y[..., None] * omega  # (h, w, dim/4)
+    x = x[..., None] * omega  # (h, w, dim/4)
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=-1)  # (h, w, dim)
+
+
+def param_groups_weight_decay(model, weight_decay):
+    """Two optimizer groups, as in timm: weight decay on matrices and conv kernels,
+    none on 1-D parameters (biases, norm gains) nor on the parameters that
+    ``model.no_weight_decay()`` names (e.g. {"pos_embed"}), when it has that method.
+
+    Returns [{"params": decay, "weight_decay": weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], trainable parameters only.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]

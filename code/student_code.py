@@ -280,35 +280,268 @@ default_cnn_model = SceneResNet
 ################################################################################
 
 
+from custom_blocks import ConvStem, sincos_pos_embed_2d  # noqa: E402  (kept in this section for clean merges)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention on (B, H, W, C) tokens (placeholder until Part II lands)."""
+    """Multi-head self-attention over all tokens of a (B, H, W, C) grid.
+
+    Per head h: softmax(Q_h K_h^T / sqrt(d_head)) V_h with d_head = dim / num_heads;
+    the heads are concatenated in order (head h fills channels h*d_head to
+    (h+1)*d_head - 1) and mixed by an output projection. The attribute ``fused``
+    picks F.scaled_dot_product_attention (True, the default: bench_attention.py
+    measured it faster than the explicit path, forward + backward at 64 and 256
+    tokens on a 2-core CPU) or the explicit matrix products below (False).
+
+    Args:
+        dim: channels C of the tokens; a multiple of ``num_heads``.
+        num_heads: number of attention heads.
+        qkv_bias: add a learnable bias to the query, key and value projections.
+    Input (B, H, W, dim) -> output (B, H, W, dim), any real values.
+    """
 
     def __init__(self, dim, num_heads=8, qkv_bias=True):
         super().__init__()
-        raise NotImplementedError("Attention is not implemented yet")
+        if num_heads <= 0 or dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.fused = True
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"Attention expects (B, H, W, {self.dim}) tokens, got shape {tuple(x.shape)}")
+        B, H, W, C = x.shape
+        qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, N, hd)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)  # (B, nh, N, hd)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, hd) @ (B, nh, hd, N) -> (B, nh, N, N)
+            attn = attn.softmax(dim=-1)  # each row sums to 1 over the keys
+            x = attn @ v  # (B, nh, N, N) @ (B, nh, N, hd) -> (B, nh, N, hd)
+        x = x.transpose(1, 2).reshape(B, H, W, C)  # (B, N, nh, hd) -> (B, H, W, nh * hd)
+        return self.proj(x)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, fused={self.fused}"
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm Transformer block (placeholder until Part II lands)."""
+    """Pre-norm Transformer block on a (B, H, W, C) token grid:
+    x + DropPath(Attn(Norm(x))), then x + DropPath(MLP(Norm(x))).
+
+    With ``window_size > 0`` attention runs inside non-overlapping
+    window_size x window_size windows (the grid is zero-padded at the bottom and
+    right to a multiple of the window and cropped back; as in ViTDet the padded
+    tokens are not masked, so they take part as keys in the edge windows). With
+    ``window_size == 0`` every token attends to every token.
+
+    Args:
+        dim: channels C; num_heads: attention heads (C must be a multiple).
+        mlp_ratio: hidden width of the MLP in units of ``dim``.
+        qkv_bias: bias on the query, key and value projections.
+        drop_path: stochastic-depth rate in [0, 1] of both residual branches.
+        norm_layer, act_layer: normalization over C and MLP activation classes.
+        window_size: window side in tokens, or 0 for global attention.
+    Input (B, H, W, dim) -> output (B, H, W, dim).
+    """
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0,
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size=0):
         super().__init__()
-        raise NotImplementedError("TransformerBlock is not implemented yet")
+        if window_size < 0:
+            raise ValueError(f"window_size must be >= 0 (0 = global attention), got {window_size}")
+        self.window_size = window_size
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = MLP(dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer)
+
+    def forward(self, x):
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            H, W = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)  # (B * nW, ws, ws, C)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, pad_hw, (H, W))  # (B, H, W, C)
+        else:
+            x = self.attn(x)
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _vit_init_weights(m):
+    """timm-style init: Linear weights ~ TruncNormal(0, 0.02) and zero biases,
+    LayerNorm gain 1 and bias 0; convolutions keep their own init."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _block_drop_rates(drop_path_rate, depth):
+    """Stochastic-depth rates rising linearly from 0 (first block) to ``drop_path_rate`` (last)."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if not 0.0 <= drop_path_rate <= 1.0:
+        raise ValueError(f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
+    return torch.linspace(0, drop_path_rate, depth).tolist()
+
+
+def _check_block_indexes(window_block_indexes, depth):
+    """Fail fast on window-block indexes outside [0, depth)."""
+    bad = [i for i in window_block_indexes if not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"window_block_indexes {bad} lie outside [0, depth={depth})")
 
 
 class SimpleViT(nn.Module):
-    """The starter's Vision Transformer (placeholder until Part II lands)."""
+    """The starter's Vision Transformer: non-overlapping patch embedding, optional
+    learned absolute positions, ``depth`` Transformer blocks (window attention in
+    ``window_block_indexes``, global in the others), global average pooling of the
+    tokens, LayerNorm and a linear head.
+
+    Args:
+        img_size: side of the square input; a multiple of ``patch_size``.
+        num_classes: number of output logits.
+        patch_size: side of a square patch (token grid img_size / patch_size).
+        in_chans: input channels.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number
+            of blocks, heads per block, MLP ratio and qkv bias.
+        drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
+        norm_layer, act_layer: normalization and activation classes.
+        use_abs_pos: add a learned (1, h, w, embed_dim) position embedding.
+        window_size: window side (tokens) of the window blocks.
+        window_block_indexes: indexes of the blocks that use window attention.
+    Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
+    """
 
     def __init__(self, img_size=128, num_classes=100, patch_size=16, in_chans=3, embed_dim=192,
                  depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1,
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, use_abs_pos=True, window_size=4,
                  window_block_indexes=(0, 2)):
         super().__init__()
-        raise NotImplementedError("SimpleViT is not implemented yet")
+        if img_size % patch_size:
+            raise ValueError(f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
+        _check_block_indexes(window_block_indexes, depth)
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
+                                      in_chans=in_chans, embed_dim=embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
+        dpr = _block_drop_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList([
+            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
+                             norm_layer=norm_layer, act_layer=act_layer,
+                             window_size=window_size if i in window_block_indexes else 0)
+            for i in range(depth)
+        ])
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_vit_init_weights)
+
+    def no_weight_decay(self):
+        """Parameter names to keep out of weight decay."""
+        return {"pos_embed"}
+
+    def forward(self, x):
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"SimpleViT expects (B, C, {self.img_size}, {self.img_size}) images, "
+                             f"got shape {tuple(x.shape)}")
+        x = self.patch_embed(x)  # (B, h, w, C)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x.mean(dim=(1, 2)))  # (B, C)
+        return self.head(x)
 
 
-default_vit_model = SimpleViT
+class ImprovedViT(nn.Module):
+    """A hybrid ViT for 128x128 scenes trained from scratch on ~100K images.
+
+    Design (each choice is a known remedy for ViTs on small data):
+    - Convolutional stem (Xiao et al. 2021): three stride-2 3x3 conv + BN + ReLU
+      stages and a 1x1 projection replace the 16x16 patchify. It gives the
+      locality and translation bias a plain ViT lacks, and stabilizes training.
+    - Smaller effective patches: stride 8 gives a 16x16 grid, 256 tokens (SimpleViT:
+      64), so a token covers 8x8 pixels of the 128x128 scene.
+    - More depth at DeiT-Tiny width: 12 blocks of width 192, 3 heads of 64 channels.
+    - Interleaved window and global attention (ViTDet-style): blocks 2, 5, 8, 11
+      attend globally, the others inside 8x8-token windows (64 tokens, which
+      divide the 16x16 grid, so no padding), keeping a local bias in most blocks.
+    - Fixed 2D sin-cos positions (Beyer et al. 2022): no parameters to learn from
+      little data.
+    - Stochastic depth rising linearly to ``drop_path_rate`` = 0.1; global average
+      pooling, LayerNorm, linear head; timm-style init.
+    Budget at the defaults (measured with bench_attention.py on a 2-core CPU):
+    5.78M parameters, 3.36 forward GFLOPs per image (FlopCounterMode, explicit
+    attention path), 256 tokens; SimpleViT: 1.96M, 0.25 GFLOPs, 64 tokens.
+    The training recipe this is meant for (warmup, label smoothing, AdamW with no
+    decay on 1-D parameters) lives in main.py.
+
+    Args:
+        img_size: side of the square input; a multiple of 2 ** len(stem_channels).
+        num_classes: number of output logits.
+        in_chans: input channels.
+        stem_channels: output channels of the stride-2 conv stages of the stem.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width (a
+            multiple of 4 and of num_heads), blocks, heads, MLP ratio, qkv bias.
+        drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
+        norm_layer, act_layer: normalization and activation classes of the blocks.
+        window_size: window side (tokens) of the window blocks.
+        window_block_indexes: indexes of the blocks that use window attention.
+    Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
+    """
+
+    def __init__(self, img_size=128, num_classes=100, in_chans=3, stem_channels=(64, 128, 256),
+                 embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1,
+                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size=8,
+                 window_block_indexes=(0, 1, 3, 4, 6, 7, 9, 10)):
+        super().__init__()
+        _check_block_indexes(window_block_indexes, depth)
+        self.img_size = img_size
+        self.stem = ConvStem(in_chans, embed_dim, channels=stem_channels)
+        if img_size % self.stem.stride:
+            raise ValueError(f"img_size ({img_size}) must be a multiple of the stem stride ({self.stem.stride})")
+        grid = img_size // self.stem.stride
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(grid, grid, embed_dim)[None],
+                             persistent=False)  # (1, h, w, C)
+        dpr = _block_drop_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList([
+            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
+                             norm_layer=norm_layer, act_layer=act_layer,
+                             window_size=window_size if i in window_block_indexes else 0)
+            for i in range(depth)
+        ])
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.apply(_vit_init_weights)
+
+    def forward(self, x):
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"ImprovedViT expects (B, C, {self.img_size}, {self.img_size}) images, "
+                             f"got shape {tuple(x.shape)}")
+        x = self.stem(x) + self.pos_embed  # (B, h, w, C)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x.mean(dim=(1, 2)))  # (B, C)
+        return self.head(x)
+
+
+default_vit_model = ImprovedViT
 
 
 ################################################################################
