@@ -31,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms import v2
 
 import student_code
+from custom_blocks import param_groups_weight_decay
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
 from custom_transforms import Denormalize
 from make_demo_data import DEMO_MARKER
@@ -240,10 +241,11 @@ def build_loaders(args, device, need_train=True):
 
 
 def build_optimizer(model, args, family):
-    """AdamW for Vision Transformers, SGD with momentum for CNNs (as the starter); for
-    ResNet18 fine-tuning the backbone's learning rate is scaled by --backbone-lr-scale."""
+    """AdamW for Vision Transformers (no decay on biases, norms and position embeddings),
+    SGD with momentum for CNNs (as the starter); for ResNet18 fine-tuning the backbone's
+    learning rate is scaled by --backbone-lr-scale."""
     if family == "vit":
-        return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        return torch.optim.AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
     params = model.parameters()
     if family == "resnet18":
         params = finetune_param_groups(model, args.lr, args.backbone_lr_scale)
