@@ -83,11 +83,92 @@ class CustomConv2d(nn.Module):
 ################################################################################
 
 
-class SimpleNet(nn.Module):
+class AdversarialTrainingMixin:
+    """Adversarial training inside ``forward`` for an nn.Module classifier (off by default).
+
+    Adopt it with one line in the class statement, ``class Net(AdversarialTrainingMixin,
+    nn.Module)``, and one call at the top of ``forward``: ``x = self.adversarial_mix(x)``.
+    Once ``enable_adversarial_training`` was called, every training-mode forward replaces the
+    first ``round(adv_ratio * B)`` (halves rounded up) samples of the batch (the loader shuffles, so they are a random
+    subset) by PGD samples built against the current weights; labels stay aligned.
+
+    ``forward`` has no labels, so the attack is the course's PGD towards the least-confident
+    label (:class:`PGDAttack`), the "iterative least-likely class" samples that Kurakin et al.
+    (ICLR 2017) trained on: it needs no label, it does not leak the true label into the sample,
+    and it is the attack that ``main.py -a`` evaluates. Pushing away from the model's own clean
+    prediction instead would, on every misclassified sample, push away from a wrong label (often
+    towards the true one) and so make the sample easier rather than harder.
+
+    Safety: :meth:`PGDAttack.perturb` runs the model in eval mode, and ``adversarial_mix`` passes
+    eval-mode inputs through, so the attack's forwards never recurse into the attack, never update
+    BatchNorm running statistics and never draw dropout masks; the training forward that follows
+    sees the mixed batch once. The samples are detached, so the weights get no gradient through
+    the attack, and the attack leaves no ``.grad`` on the parameters.
+
+    Cost: each training step adds about ``adv_ratio * num_steps`` forward+backward passes
+    (backward to the input only) of the model on the whole batch; hence the few default steps.
+    """
+
+    adv_attack = None
+    adv_ratio = 0.0
+
+    def enable_adversarial_training(self, adv_ratio=0.5, num_steps=3, epsilon=0.1, step_size=None,
+                                    random_start=False):
+        """Train on PGD samples from now on.
+
+        Args:
+            adv_ratio: fraction in (0, 1] of every training batch replaced by PGD samples.
+            num_steps: PGD steps per sample (int >= 1).
+            epsilon: L-inf radius in normalized input units (0.1 is about 6 of 255 levels).
+            step_size: per-step change; None picks 2.5 * epsilon / num_steps so that the steps
+                can reach the border of the ball (Madry et al., ICLR 2018).
+            random_start: start each attack from a random point of the ball.
+        Raises:
+            ValueError: ``adv_ratio`` outside (0, 1] or ``num_steps`` < 1 (and PGDAttack's checks).
+        """
+        if not 0.0 < adv_ratio <= 1.0:
+            raise ValueError(f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be an int >= 1 for adversarial training, got {num_steps!r}")
+        if step_size is None:
+            step_size = 2.5 * epsilon / num_steps
+        self.adv_attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
+                                    epsilon=epsilon, random_start=random_start)
+        self.adv_ratio = float(adv_ratio)
+
+    def disable_adversarial_training(self):
+        """Back to clean training."""
+        self.adv_attack = None
+        self.adv_ratio = 0.0
+
+    def adversarial_training_config(self):
+        """The keyword arguments of ``enable_adversarial_training`` in force, or None when off
+        (plain Python values, for checkpoints)."""
+        if self.adv_attack is None:
+            return None
+        return {"adv_ratio": self.adv_ratio, "num_steps": self.adv_attack.num_steps,
+                "epsilon": self.adv_attack.epsilon, "step_size": self.adv_attack.step_size,
+                "random_start": self.adv_attack.random_start}
+
+    def adversarial_mix(self, x):
+        """(B, C, H, W) normalized batch -> the same batch with its first ``round(adv_ratio * B)``
+        samples replaced by PGD samples in training mode; ``x`` itself otherwise."""
+        if not self.training or self.adv_attack is None:
+            return x
+        num_adv = math.floor(self.adv_ratio * x.shape[0] + 0.5)
+        if num_adv == 0:
+            return x
+        x_adv = self.adv_attack.perturb(self, x[:num_adv])  # (num_adv, C, H, W)
+        return torch.cat([x_adv, x[num_adv:]])  # (B, C, H, W)
+
+
+class SimpleNet(AdversarialTrainingMixin, nn.Module):
     """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear.
 
     Input (B, 3, H, W) normalized images; output (B, num_classes) logits.
     ``conv_op`` builds every convolution (nn.Conv2d or CustomConv2d).
+    ``enable_adversarial_training`` (from :class:`AdversarialTrainingMixin`) switches on PGD
+    samples in training; off by default.
     """
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100):
@@ -119,6 +200,7 @@ class SimpleNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x):
+        x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
         x = self.features(x)  # (B, 512, H/16, W/16)
         x = self.avgpool(x).flatten(1)  # (B, 512)
         return self.fc(x)
