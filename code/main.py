@@ -33,11 +33,10 @@ from torchvision.transforms import v2
 import student_code
 from custom_blocks import param_groups_weight_decay
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
-from custom_transforms import Denormalize
 from make_demo_data import DEMO_MARKER
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
 from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
-                          default_vit_model, get_train_transforms, get_val_transforms)
+                          default_vit_model, get_train_transforms, get_val_transforms, vis_adversarial)
 from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR
 
 NUM_CLASSES = 100
@@ -95,6 +94,11 @@ def get_args_parser():
     parser.add_argument("--mixup", default=0.0, type=float, help="MixUp alpha (0: off)")
     parser.add_argument("--cutmix", default=0.0, type=float,
                         help="CutMix alpha (0: off; with --mixup each batch picks one)")
+    parser.add_argument("--adv-train", default=0.0, type=float, metavar="RATIO",
+                        help="adversarial training: this fraction of every batch becomes PGD samples "
+                             "made inside forward (CNNs; 0: off)")
+    parser.add_argument("--adv-steps", default=3, type=int, help="PGD steps of --adv-train")
+    parser.add_argument("--adv-eps", default=0.1, type=float, help="PGD epsilon of --adv-train")
     parser.add_argument("--attack-eps", default=None, type=float,
                         help="-a: PGD epsilon in normalized units (default: PGDAttack's)")
     parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps")
@@ -125,8 +129,13 @@ def model_config_from_args(args):
     model_arch, family = {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
                           "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
                           "resnet18": ("resnet18", "resnet18")}[arch]
+    adv = None
+    if args.adv_train > 0:
+        if family != "cnn":
+            raise UserError(f"--adv-train works with the CNNs (cnn, simplenet), not {arch}")
+        adv = {"adv_ratio": args.adv_train, "num_steps": args.adv_steps, "epsilon": args.adv_eps}
     return {"model_arch": model_arch, "family": family, "custom_conv": args.use_custom_conv,
-            "num_classes": NUM_CLASSES}
+            "num_classes": NUM_CLASSES, "adv_training": adv}
 
 
 def build_model(config, resnet18_weights=None, pretrained=False):
@@ -142,8 +151,13 @@ def build_model(config, resnet18_weights=None, pretrained=False):
         raise UserError(f"unknown model architecture {config['model_arch']!r} (no such model in student_code.py)")
     if config["family"] == "vit":
         return cls(num_classes=config["num_classes"])
-    return cls(conv_op=CustomConv2d if config["custom_conv"] else nn.Conv2d,
-               num_classes=config["num_classes"])
+    model = cls(conv_op=CustomConv2d if config["custom_conv"] else nn.Conv2d, num_classes=config["num_classes"])
+    if config.get("adv_training"):
+        try:
+            model.enable_adversarial_training(**config["adv_training"])
+        except ValueError as e:
+            raise UserError(f"adversarial training: {e}") from e
+    return model
 
 
 def resolve_device(gpu):
@@ -448,17 +462,14 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
 
 
 def write_images(writer, clean, adversarial=None):
-    """Grids of de-normalized inputs (and adversarial versions and their amplified
-    difference) to TensorBoard as Image/Org_Image, Image/Adv_Image, Image/Diff_Image."""
-    denorm = Denormalize(mean=student_code.IMAGENET_MEAN, std=student_code.IMAGENET_STD)
-    clean = denorm(clean.detach().float()).clamp(0, 1)
-    writer.add_image("Image/Org_Image", default_visfunction(clean), 0)
-    if adversarial is not None:
-        adv = denorm(adversarial.detach().float()).clamp(0, 1)
-        diff = adv - clean  # (B, 3, H, W), a few pixel levels at most
-        scale = 0.5 / diff.abs().amax().clamp_min(1e-8)
-        writer.add_image("Image/Adv_Image", default_visfunction(adv), 0)
-        writer.add_image("Image/Diff_Image", default_visfunction(0.5 + diff * scale), 0)
+    """De-normalized input images to TensorBoard (Image/Org_Image) and, with an attack,
+    the adversarial versions (Image/Adv_Image) and their amplified difference (Image/Diff_Image)."""
+    if adversarial is None:
+        writer.add_image("Image/Org_Image", default_visfunction(clean.detach().float()), 0)
+        return
+    org, adv, diff = vis_adversarial(clean.detach().float(), adversarial.detach().float())
+    for tag, grid in (("Image/Org_Image", org), ("Image/Adv_Image", adv), ("Image/Diff_Image", diff)):
+        writer.add_image(tag, grid, 0)
 
 
 def print_demo_banner(data_folder):
@@ -484,7 +495,9 @@ def run_evaluation(args, device, is_demo):
     load_model_state(model, ckpt["state_dict"], args.resume)
     channels_last = device.type == "cuda" and ckpt["model_config"]["family"] != "vit"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    print(f"=> evaluating {ckpt['model_arch']} from {args.resume} (epoch {ckpt['epoch']})")
+    adv = ckpt["model_config"].get("adv_training")
+    print(f"=> evaluating {ckpt['model_arch']} from {args.resume} (epoch {ckpt['epoch']}"
+          + (f", adversarially trained: {adv})" if adv else ")"))
     _, val_loader = build_loaders(args, device, need_train=False)
     criterion = nn.CrossEntropyLoss()
     writer = None
@@ -562,7 +575,7 @@ def resume_config(args):
     if not args.resume:
         return None, config
     ckpt = load_checkpoint(args.resume)
-    model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv
+    model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv or args.adv_train
     if model_flags and ckpt["model_config"] != config:
         raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, but the flags ask for {config}")
     return ckpt, ckpt["model_config"]

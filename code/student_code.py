@@ -255,7 +255,7 @@ class ResidualBlock(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
 
 
-class SceneResNet(nn.Module):
+class SceneResNet(AdversarialTrainingMixin, nn.Module):
     """A ResNet sized for 128x128 scenes (``default_cnn_model``).
 
     Stem: three 3x3 ConvBN (3 -> stem_width stride 2, stem_width -> stem_width,
@@ -265,6 +265,8 @@ class SceneResNet(nn.Module):
     end for 128x128). Head: global average pool, dropout (nn.Identity() if
     ``drop_rate`` is 0) and a linear classifier. Kaiming-normal convs, the last
     BN scale of every residual branch zeroed, so each block starts as its shortcut.
+    ``enable_adversarial_training`` (from :class:`AdversarialTrainingMixin`) switches on
+    PGD samples in training, with BatchNorm statistics kept clean; off by default.
 
     Budget, measured at 128x128 with torch.utils.flop_counter.FlopCounterMode
     (forward only, a multiply-add counts 2 FLOPs), 100 classes:
@@ -351,6 +353,7 @@ class SceneResNet(nn.Module):
         return self.fc(self.drop(x))
 
     def forward(self, x):
+        x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
         return self.forward_head(self.forward_features(x))
 
 

@@ -291,3 +291,34 @@ def test_vits_train_with_adamw_and_evaluate(demo_data, tmp_path, arch, capsys, m
     driver.main(driver.get_args_parser().parse_args(
         [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
     assert "******Acc@1" in capsys.readouterr().out
+
+
+def test_adversarial_training_then_attack_with_images(demo_data, tmp_path, capsys):
+    driver.main(run_args(demo_data, tmp_path / "train", "--epochs", "1", "--warmup", "0",
+                         "--adv-train", "0.5", "--adv-steps", "1"))
+    run = only_run(tmp_path / "train")
+    ckpt_path = os.path.join(run, "models", "checkpoint.pth.tar")
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["model_config"]["adv_training"] == {"adv_ratio": 0.5, "num_steps": 1, "epsilon": 0.1}
+    capsys.readouterr()
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "-a", "-v", "--resume", ckpt_path, "-j", "0", "--attack-steps", "2",
+         "--attack-eps", "0.5", "--log-dir", str(tmp_path / "attack")]))
+    out = capsys.readouterr().out
+    assert "adversarially trained" in out and out.strip().splitlines()[-1].startswith("******Acc@1")
+    acc = EventAccumulator(only_run(tmp_path / "attack"), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {"Image/Org_Image", "Image/Adv_Image", "Image/Diff_Image"}
+
+
+def test_attack_strength_flags_reach_the_attack():
+    args = driver.get_args_parser().parse_args(["x", "-a", "--attack-eps", "0.3", "--attack-steps", "4"])
+    attack = driver.build_attack(args, torch.nn.CrossEntropyLoss())
+    assert (attack.epsilon, attack.num_steps, attack.step_size) == (0.3, 4, 0.01)
+
+
+def test_adversarial_training_is_for_cnns(demo_data, tmp_path, capsys):
+    expect_user_error([demo_data, "--use-vit", "--adv-train", "0.5", "--log-dir", str(tmp_path)], capsys,
+                      "--adv-train")
+    expect_user_error([demo_data, "--arch", "simplenet", "--adv-train", "1.5", "-j", "0",
+                       "--log-dir", str(tmp_path)], capsys, "adv_ratio")
