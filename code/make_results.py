@@ -214,11 +214,12 @@ def provenance(rows):
 
 
 def write_table(out_dir, stem, columns, rows, caption):
-    """``stem.csv`` (raw values) and ``stem.md`` (caption line + formatted Markdown table)."""
+    """``stem.csv`` (raw values, plus each row's data and hardware) and ``stem.md`` (caption line +
+    formatted Markdown table)."""
     with open(os.path.join(out_dir, f"{stem}.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([header for _, header, _ in columns])
-        writer.writerows([[r.get(key) for key, _, _ in columns] for r in rows])
+        writer.writerow([header for _, header, _ in columns] + ["data", "hardware"])
+        writer.writerows([[r.get(key) for key, _, _ in columns] + [r.get("data"), r.get("hardware")] for r in rows])
     lines = [f"| {' | '.join(h for _, h, _ in columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
     lines += [f"| {' | '.join(cell(r.get(k), fmt) for k, _, fmt in columns)} |" for r in rows]
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:

@@ -145,6 +145,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert float(table["conv-native"]["best val top-1 (%)"]) == 40.0
     assert int(table["conv-native"]["best epoch"]) == 2 and float(table["conv-native"]["train+val time (s)"]) == 32.0
     assert float(table["conv-custom"]["val top-5 at that epoch (%)"]) == 55.0
+    assert (table["conv-custom"]["data"], table["conv-custom"]["hardware"]) == ("demo set (test)", "test machine")
     ratio = rows("compare_conv.csv")[-1]
     assert ratio["experiment"] == "custom / native"
     assert float(ratio["s/epoch"]) == pytest.approx(3.0) and float(ratio["peak memory (MiB)"]) == pytest.approx(3.0)
