@@ -1,0 +1,439 @@
+"""Run the assignment's experiments in order, resumably, then build results/ and the report.
+
+    python run_experiments.py --demo          # the generated demo set, few epochs (sized for a CPU)
+    python run_experiments.py --full          # MiniPlaces, the assignment's epochs (a GPU job)
+    python run_experiments.py --demo --only simplenet conv-native conv-custom
+    python run_experiments.py --demo --list   # the plan and each experiment's state; runs nothing
+
+Every experiment is one call of main.py with its own folder ``<root>/logs/<scale>/<name>/``
+holding ``stdout.log`` (main.py's output, appended per attempt), ``status.json`` (what
+happened: finished / failed / skipped and why, the data and the hardware) and main.py's
+run folder(s). A training experiment is finished when the newest run's
+``models/checkpoint.pth.tar`` has ``epoch`` equal to the requested epochs; with fewer it is
+resumed from that checkpoint. An attack experiment runs ``-a`` on the best checkpoint of its
+target and records main.py's ``******Acc@1 X Acc@5 Y`` line. A failing experiment never
+stops the others; at the end make_results.py and ../writeup/build_report.py turn the logs
+into results/ and writeup/writeup.pdf.
+"""
+import argparse
+import datetime
+import glob
+import inspect
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+CODE_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(CODE_DIR)
+MAIN_PY = os.path.join(CODE_DIR, "main.py")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of the experiment table.
+
+    name: folder under logs/<scale>/ and the row name in every table (no '_' or '/').
+    part: the assignment part it answers; title: a short description for tables.
+    demo, full: main.py flags at demo and at full scale (training rows state ``--epochs``).
+    target: for attack rows (``-a``), the training row whose best checkpoint is attacked.
+    needs_imagenet_weights: ResNet18 fine-tuning; gets ``--resnet18-weights PATH`` when the
+        runner is given one, and is skipped at demo scale without it (offline).
+    """
+    name: str
+    part: str
+    title: str
+    demo: tuple
+    full: tuple
+    target: str = ""
+    needs_imagenet_weights: bool = False
+
+
+CNN_DEMO = ("--epochs", "5", "--warmup", "1", "-b", "32", "--lr", "0.05", "-j", "2", "-p", "4")
+CONV_DEMO = ("--arch", "simplenet", "--epochs", "3", "--warmup", "1", "-b", "32", "--lr", "0.05", "-j", "2",
+             "-p", "4")
+VIT_DEMO = ("--epochs", "5", "--warmup", "1", "-b", "32", "--lr", "0.001", "--wd", "0.05", "-j", "2", "-p", "4")
+VIT_FULL = ("--epochs", "90", "--wd", "0.05", "--lr", "0.01")
+ATTACK_DEMO = ("-j", "2")
+
+EXPERIMENTS = (
+    Experiment("simplenet", "I.2", "SimpleNet", ("--arch", "simplenet", *CNN_DEMO),
+               ("--arch", "simplenet", "--epochs", "60")),
+    Experiment("conv-native", "I.1", "SimpleNet, nn.Conv2d", CONV_DEMO,
+               ("--arch", "simplenet", "--epochs", "10")),
+    Experiment("conv-custom", "I.1", "SimpleNet, CustomConv2d", (*CONV_DEMO, "--use-custom-conv"),
+               ("--arch", "simplenet", "--epochs", "10", "--use-custom-conv")),
+    Experiment("cnn", "I.2", "improved CNN", ("--arch", "cnn", *CNN_DEMO), ("--arch", "cnn", "--epochs", "60")),
+    Experiment("resnet18", "I.2", "ResNet18, ImageNet fine-tuned",
+               ("--arch", "resnet18", "--epochs", "3", "--warmup", "1", "-b", "32", "--lr", "0.01", "-j", "2",
+                "-p", "4"),
+               ("--arch", "resnet18", "--epochs", "60"), needs_imagenet_weights=True),
+    Experiment("simplevit", "II", "SimpleViT", ("--arch", "simplevit", *VIT_DEMO), ("--arch", "simplevit", *VIT_FULL)),
+    Experiment("vit", "II", "improved ViT", ("--arch", "vit", *VIT_DEMO), ("--arch", "vit", *VIT_FULL)),
+    Experiment("pgd-cnn", "III", "PGD on the improved CNN", ("-a", "-v", *ATTACK_DEMO), ("-a", "-v"), target="cnn"),
+    Experiment("pgd-cnn-eps0.05", "III", "PGD, epsilon 0.05", ("-a", "--attack-eps", "0.05", *ATTACK_DEMO),
+               ("-a", "--attack-eps", "0.05"), target="cnn"),
+    Experiment("pgd-cnn-eps0.02", "III", "PGD, epsilon 0.02", ("-a", "--attack-eps", "0.02", *ATTACK_DEMO),
+               ("-a", "--attack-eps", "0.02"), target="cnn"),
+    Experiment("pgd-cnn-eps0.01", "III", "PGD, epsilon 0.01", ("-a", "--attack-eps", "0.01", *ATTACK_DEMO),
+               ("-a", "--attack-eps", "0.01"), target="cnn"),
+    Experiment("pgd-cnn-steps1", "III", "PGD, 1 step", ("-a", "--attack-steps", "1", *ATTACK_DEMO),
+               ("-a", "--attack-steps", "1"), target="cnn"),
+    Experiment("pgd-cnn-steps5", "III", "PGD, 5 steps", ("-a", "--attack-steps", "5", *ATTACK_DEMO),
+               ("-a", "--attack-steps", "5"), target="cnn"),
+    Experiment("pgd-cnn-steps20", "III", "PGD, 20 steps", ("-a", "--attack-steps", "20", *ATTACK_DEMO),
+               ("-a", "--attack-steps", "20"), target="cnn"),
+    Experiment("adv-cnn", "III", "improved CNN, adversarial training",
+               ("--arch", "cnn", "--adv-train", "--epochs", "2", "--warmup", "1", "-b", "32", "--lr", "0.05",
+                "-j", "2", "-p", "4"),
+               ("--arch", "cnn", "--adv-train", "--epochs", "60")),
+    Experiment("pgd-adv-cnn", "III", "PGD on the adversarially trained CNN", ("-a", "-v", *ATTACK_DEMO),
+               ("-a", "-v"), target="adv-cnn"),
+)
+
+SCALES = ("demo", "full")
+ACC_LINE = re.compile(r"^\*{6}Acc@1 ([0-9.]+) Acc@5 ([0-9.]+)\s*$")
+ARGPARSE_ERROR = re.compile(r"main\.py: error: (.*)$")
+
+
+class RunnerError(Exception):
+    """A problem with the runner's own input (data folder, table, flags): exit status 2."""
+
+
+def flag_value(args, flag):
+    """The value after ``flag`` in an argument tuple, or None when the flag is absent."""
+    args = list(args)
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    if i + 1 >= len(args):
+        raise RunnerError(f"flag {flag} has no value in {args}")
+    return args[i + 1]
+
+
+def check_table(experiments):
+    """Fail fast on a malformed experiment table: names, targets and epochs."""
+    names = [e.name for e in experiments]
+    for i, e in enumerate(experiments):
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", e.name):
+            raise RunnerError(f"experiment name {e.name!r} may hold only letters, digits, '.' and '-'")
+        if names.count(e.name) > 1:
+            raise RunnerError(f"experiment name {e.name!r} appears twice")
+        if e.target:
+            if e.target not in names[:i]:
+                raise RunnerError(f"{e.name}: target {e.target!r} is not a training row above it")
+            if experiments[names.index(e.target)].target:
+                raise RunnerError(f"{e.name}: target {e.target!r} is an attack, not a training row")
+            if "-a" not in e.demo or "-a" not in e.full:
+                raise RunnerError(f"{e.name}: attack rows need -a at both scales")
+        else:
+            for scale in SCALES:
+                epochs = flag_value(getattr(e, scale), "--epochs")
+                if epochs is None or not epochs.isdigit() or int(epochs) < 1:
+                    raise RunnerError(f"{e.name}: the {scale} flags must set --epochs N (N >= 1), got {epochs!r}")
+
+
+def describe_hardware():
+    """The machine as one line, e.g. 'NVIDIA H100 GPU; 16-core CPU (...)' or '2-core CPU (...), no GPU'."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            models = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = models[0] if models else cpu
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} GPU; {cores}-core CPU ({cpu})"
+    return f"{cores}-core CPU ({cpu}), no GPU"
+
+
+def describe_data(data_dir):
+    """(is_demo, label): the data set of ``data_dir`` named with its class and image counts."""
+    from make_demo_data import DEMO_MARKER
+
+    counts, classes = {}, set()
+    for split in ("train", "val"):
+        with open(os.path.join(data_dir, f"{split}.txt")) as f:
+            lines = [ln.split() for ln in f if ln.strip()]
+        counts[split] = len(lines)
+        classes.update(parts[-1] for parts in lines)
+    is_demo = os.path.isfile(os.path.join(data_dir, DEMO_MARKER))
+    size = f"{len(classes)} classes, {counts['train']} train / {counts['val']} val images"
+    return is_demo, (f"demo set (synthetic, {size}; not MiniPlaces)" if is_demo else f"MiniPlaces ({size})")
+
+
+def prepare_data(data_dir, scale):
+    """Check that ``data_dir`` fits the scale (demo set for demo, MiniPlaces for full); at demo
+    scale an empty folder gets the demo set. Returns (is_demo, label) as describe_data."""
+    if not os.path.isfile(os.path.join(data_dir, "train.txt")):
+        if scale == "full":
+            raise RunnerError(f"--full needs MiniPlaces in {data_dir}: run bash ../download_dataset.sh "
+                              "(or pass --data FOLDER)")
+        from make_demo_data import make_demo_dataset
+
+        make_demo_dataset(data_dir)
+        print(f"=> generated the demo set in {data_dir} (not MiniPlaces)")
+    is_demo, label = describe_data(data_dir)
+    if scale == "demo" and not is_demo:
+        raise RunnerError(f"--demo runs on the demo set, but {data_dir} holds MiniPlaces; pass "
+                          "--data FOLDER (an empty folder gets the demo set)")
+    if scale == "full" and is_demo:
+        raise RunnerError(f"--full runs on MiniPlaces, but {data_dir} holds the demo set; download "
+                          "MiniPlaces (bash ../download_dataset.sh) and pass --data FOLDER")
+    return is_demo, label
+
+
+def newest_run(exp_dir, prefix):
+    """The newest folder ``exp_dir/<prefix>_<YYYYmmdd-HHMMSS>[-k]`` that holds
+    ``models/checkpoint.pth.tar``, or None."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d{{8}}-\d{{6}})(?:-(\d+))?$")
+    runs = []
+    for path in glob.glob(os.path.join(glob.escape(exp_dir), f"{glob.escape(prefix)}_*")):
+        m = pattern.match(os.path.basename(path))
+        if m and os.path.isfile(os.path.join(path, "models", "checkpoint.pth.tar")):
+            runs.append(((m.group(1), int(m.group(2) or 0)), path))
+    return max(runs)[1] if runs else None
+
+
+def checkpoint_epoch(run_dir):
+    """The epoch stored in ``run_dir/models/checkpoint.pth.tar`` (0 when run_dir is None)."""
+    import torch
+
+    if run_dir is None:
+        return 0
+    ckpt = torch.load(os.path.join(run_dir, "models", "checkpoint.pth.tar"), map_location="cpu",
+                      weights_only=True)
+    return int(ckpt["epoch"])
+
+
+def newest_attack_folder(exp_dir):
+    """The newest ``*-attack_<stamp>`` folder that main.py's ``-a -v`` wrote, or None."""
+    folders = [p for p in glob.glob(os.path.join(glob.escape(exp_dir), "*-attack_*")) if os.path.isdir(p)]
+    return max(folders, key=os.path.getmtime) if folders else None
+
+
+def attack_settings(args):
+    """(epsilon, num_steps) of an attack row: its --attack-eps / --attack-steps, otherwise the
+    defaults of student_code.default_attack; None where neither says."""
+    from student_code import default_attack
+
+    params = inspect.signature(default_attack).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    eps, steps = flag_value(args, "--attack-eps"), flag_value(args, "--attack-steps")
+    return (float(eps) if eps is not None else defaults.get("epsilon"),
+            int(steps) if steps is not None else defaults.get("num_steps"))
+
+
+def read_status(exp_dir):
+    """The experiment's status.json as a dict, or None when it has none."""
+    path = os.path.join(exp_dir, "status.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_status(exp_dir, status):
+    """Write status.json atomically (temporary file, then rename)."""
+    tmp = os.path.join(exp_dir, ".status.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(status, f, indent=1)
+    os.replace(tmp, os.path.join(exp_dir, "status.json"))
+
+
+def execute(cmd, log_path):
+    """Run ``cmd`` in code/ with stdout and stderr appended to ``log_path``; (exit status, seconds)."""
+    start = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)}\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=CODE_DIR, stdout=log, stderr=subprocess.STDOUT).returncode
+    return rc, time.time() - start
+
+
+def failure(log_path, rc):
+    """(status, reason) of a main.py call that exited with ``rc`` != 0: 'skipped' when argparse
+    rejected a flag main.py does not have yet, 'failed' otherwise, with main.py's last words."""
+    with open(log_path) as f:
+        attempt = f.read().rsplit("\n=== ", 1)[-1]
+    lines = [ln.strip() for ln in attempt.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        m = ARGPARSE_ERROR.search(line)
+        if m and rc == 2:
+            return "skipped", f"main.py does not accept these flags yet ({m.group(1)})"
+    last = lines[-1] if len(lines) > 1 else "no output"
+    return "failed", f"main.py exited with status {rc}: {last}"
+
+
+def run_training(exp, args, exp_dir, data_dir, main_py, base):
+    """Train (or resume, or recognise as finished) one training row; returns its status."""
+    epochs = int(flag_value(args, "--epochs"))
+    run_dir = newest_run(exp_dir, exp.name)
+    done = checkpoint_epoch(run_dir)
+    if done == epochs:
+        previous = read_status(exp_dir)
+        if previous and previous["status"] == "finished" and previous.get("run_dir") == os.path.basename(run_dir):
+            return dict(previous, note="finished earlier")
+        return dict(base, status="finished", reason="", run_dir=os.path.basename(run_dir), epochs=epochs,
+                    seconds=None, hardware="not recorded (the run finished outside run_experiments.py)")
+    resume = ("--resume", os.path.join(run_dir, "models", "checkpoint.pth.tar")) if 0 < done < epochs else ()
+    cmd = [sys.executable, main_py, data_dir, *args, "--log-dir", exp_dir, "--exp-name", exp.name, *resume]
+    print(f"   {'resuming at epoch ' + str(done) if resume else 'training'} -> {exp_dir}/stdout.log", flush=True)
+    rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
+    status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),
+                  epochs=epochs)
+    if rc != 0:
+        state, reason = failure(os.path.join(exp_dir, "stdout.log"), rc)
+        return dict(status, status=state, reason=reason)
+    run_dir = newest_run(exp_dir, exp.name)
+    done = checkpoint_epoch(run_dir)
+    if done != epochs:
+        return dict(status, status="failed", reason=f"main.py exited normally but the newest checkpoint has "
+                                                    f"epoch {done}, not {epochs}")
+    return dict(status, status="finished", reason="", run_dir=os.path.basename(run_dir))
+
+
+def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiments):
+    """Attack the best checkpoint of the row's finished target; returns its status."""
+    target = next(e for e in experiments if e.name == exp.target)
+    target_dir = os.path.join(log_root, target.name)
+    target_epochs = int(flag_value(getattr(target, base["scale"]), "--epochs"))
+    run_dir = newest_run(target_dir, target.name)
+    if checkpoint_epoch(run_dir) != target_epochs:
+        known = read_status(target_dir)
+        why = f"{known['status']}: {known['reason']}" if known and known["reason"] else "not finished"
+        return dict(base, status="skipped", reason=f"needs {target.name} trained first ({why})")
+    best = os.path.join(run_dir, "models", "model_best.pth.tar")
+    checkpoint = os.path.relpath(best, log_root)
+    previous = read_status(exp_dir)
+    if previous and previous["status"] == "finished" and previous.get("checkpoint") == checkpoint:
+        return dict(previous, note="finished earlier")
+    cmd = [sys.executable, main_py, data_dir, *args, "--resume", best, "--log-dir", exp_dir]
+    print(f"   attacking {checkpoint} -> {exp_dir}/stdout.log", flush=True)
+    before = newest_attack_folder(exp_dir)
+    rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
+    epsilon, num_steps = attack_settings(args)
+    status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),
+                  target=target.name, checkpoint=checkpoint, epsilon=epsilon, num_steps=num_steps)
+    if rc != 0:
+        state, reason = failure(os.path.join(exp_dir, "stdout.log"), rc)
+        return dict(status, status=state, reason=reason)
+    with open(os.path.join(exp_dir, "stdout.log")) as f:
+        found = [ACC_LINE.match(ln) for ln in f.read().rsplit("\n=== ", 1)[-1].splitlines()]
+    found = [m for m in found if m]
+    if not found:
+        return dict(status, status="failed", reason="main.py printed no '******Acc@1 X Acc@5 Y' line")
+    images = newest_attack_folder(exp_dir) if "-v" in args else None
+    return dict(status, status="finished", reason="", acc1=float(found[-1].group(1)), acc5=float(found[-1].group(2)),
+                run_dir=os.path.basename(images) if images and images != before else None)
+
+
+def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=None, main_py=MAIN_PY):
+    """Run one row at ``scale``; writes and returns its status dict (see the module docstring)."""
+    exp_dir = os.path.join(log_root, exp.name)
+    os.makedirs(exp_dir, exist_ok=True)
+    args = tuple(getattr(exp, scale))
+    if exp.needs_imagenet_weights and resnet18_weights:
+        args += ("--resnet18-weights", os.path.abspath(resnet18_weights))
+    base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": "attack" if exp.target else "train",
+            "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(), "args": list(args)}
+    previous = read_status(exp_dir)
+    if exp.needs_imagenet_weights and not resnet18_weights and scale == "demo":
+        status = dict(base, status="skipped", reason="no ImageNet weights (offline); pass --resnet18-weights PATH")
+    elif previous and previous["status"] == "finished" and previous["args"] != list(args):
+        return dict(base, status="failed", reason=f"{exp_dir} holds a finished run with other flags "
+                                                  f"({shlex.join(previous['args'])}); delete that folder to "
+                                                  "run the new flags")
+    elif exp.target:
+        status = run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiments)
+    else:
+        status = run_training(exp, args, exp_dir, data_dir, main_py, base)
+    if status.get("note") != "finished earlier":
+        status["recorded_at"] = datetime.datetime.now().isoformat(timespec="seconds")
+        write_status(exp_dir, status)
+    return status
+
+
+def run_all(experiments, scale, data_dir, log_root, only=(), resnet18_weights=None, main_py=MAIN_PY):
+    """Run the rows (all, or those named in ``only``) in table order; returns {name: status}."""
+    check_table(experiments)
+    unknown = sorted(set(only) - {e.name for e in experiments})
+    if unknown:
+        raise RunnerError(f"--only: unknown experiment(s) {unknown}; see --list")
+    data = prepare_data(data_dir, scale)
+    chosen = [e for e in experiments if not only or e.name in only]
+    statuses = {}
+    for i, exp in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {exp.name}: {exp.title}", flush=True)
+        status = run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights, main_py)
+        statuses[exp.name] = status
+        print(f"   {status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}",
+              flush=True)
+    return statuses
+
+
+def list_plan(experiments, scale, log_root):
+    """Print each row's main.py flags and its recorded state; runs nothing."""
+    check_table(experiments)
+    for exp in experiments:
+        status = read_status(os.path.join(log_root, exp.name))
+        state = f"{status['status']}{': ' + status['reason'] if status['reason'] else ''}" if status else "not run"
+        target = f" [attacks {exp.target}]" if exp.target else ""
+        print(f"{exp.name:18s} {state}\n   main.py {shlex.join(getattr(exp, scale))}{target}")
+
+
+def get_args_parser():
+    """The runner's command-line flags."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    scale = parser.add_mutually_exclusive_group(required=True)
+    scale.add_argument("--demo", action="store_const", const="demo", dest="scale",
+                       help="the generated demo set and few epochs (sized for a CPU)")
+    scale.add_argument("--full", action="store_const", const="full", dest="scale",
+                       help="MiniPlaces and the assignment's epochs (GPU)")
+    parser.add_argument("--data", default=os.path.join(REPO_DIR, "data"),
+                        help="data folder (default ../data; at --demo an empty folder gets the demo set)")
+    parser.add_argument("--root", default=REPO_DIR, help="logs go to ROOT/logs/<scale>, results to ROOT/results")
+    parser.add_argument("--only", nargs="+", default=(), metavar="NAME", help="run only these experiments")
+    parser.add_argument("--resnet18-weights", default=None, metavar="PATH",
+                        help="ImageNet ResNet18 weights for the resnet18 row (needed offline)")
+    parser.add_argument("--list", action="store_true", help="show the plan and each experiment's state")
+    parser.add_argument("--no-report", action="store_true",
+                        help="stop after the experiments (skip make_results.py and build_report.py)")
+    return parser
+
+
+def main(argv=None):
+    """Command line: run, then build results/ and the report; exit status 1 when a run failed."""
+    args = get_args_parser().parse_args(argv)
+    log_root = os.path.join(args.root, "logs", args.scale)
+    try:
+        if args.list:
+            return list_plan(EXPERIMENTS, args.scale, log_root)
+        if args.resnet18_weights and not os.path.isfile(args.resnet18_weights):
+            raise RunnerError(f"--resnet18-weights {args.resnet18_weights} is not a file")
+        statuses = run_all(EXPERIMENTS, args.scale, os.path.abspath(args.data), log_root, args.only,
+                           args.resnet18_weights)
+    except RunnerError as e:
+        sys.exit(f"error: {e}")
+    for state in ("finished", "skipped", "failed"):
+        names = [n for n, s in statuses.items() if s["status"] == state]
+        print(f"=> {state}: {', '.join(names) if names else 'none'}")
+    if not args.no_report:
+        results = os.path.join(args.root, "results")
+        for step in ([os.path.join(CODE_DIR, "make_results.py"), "--logs", os.path.join(args.root, "logs"), "--out",
+                      results], [os.path.join(REPO_DIR, "writeup", "build_report.py"), "--results", results]):
+            if subprocess.run([sys.executable, *step]).returncode != 0:
+                sys.exit(f"error: {os.path.basename(step[0])} failed (its message is above)")
+    failed = [n for n, s in statuses.items() if s["status"] == "failed"]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (see {log_root}/<name>/stdout.log)")
+
+
+if __name__ == "__main__":
+    main()
