@@ -33,7 +33,7 @@ COMPARISONS = (
     ("conv", "SimpleNet with nn.Conv2d vs CustomConv2d", ("conv-native", "conv-custom")),
     ("cnn", "SimpleNet, improved CNN and ResNet18", ("simplenet", "cnn", "resnet18")),
     ("vit", "SimpleViT, improved ViT and improved CNN", ("simplevit", "vit", "cnn")),
-    ("adv", "Improved CNN: standard vs adversarial training", ("cnn", "adv-cnn")),
+    ("adv", "SimpleNet: standard vs adversarial training", ("simplenet", "adv-simplenet")),
 )
 IMAGE_TAGS = (("Image/Org_Image", "original"), ("Image/Adv_Image", "adversarial"),
               ("Image/Diff_Image", "difference (amplified to full contrast)"))

@@ -272,18 +272,18 @@ def gen_pgd_results(ctx):
     """Block 'pgd-results': clean vs attacked accuracy and the sample images per scale."""
     return per_scale(ctx, lambda scale: [
         include(ctx, scale, "pgd_models.md"),
-        figure(ctx, scale, "pgd_samples_pgd-cnn.png",
-               "PGD on the improved CNN: original, adversarial and (amplified) difference images"),
-        missing(ctx, scale, ("cnn", "pgd-cnn"))])
+        figure(ctx, scale, "pgd_samples_pgd-simplenet.png",
+               "PGD on SimpleNet: original, adversarial and (amplified) difference images"),
+        missing(ctx, scale, ("simplenet", "pgd-simplenet"))])
 
 
 def gen_pgd_sweeps(ctx):
     """Block 'pgd-sweeps': accuracy against epsilon and against the number of steps per scale."""
-    sweeps = [e.name for e in EXPERIMENTS if e.target == "cnn"]
+    sweeps = [e.name for e in EXPERIMENTS if e.target == "simplenet"]
     return per_scale(ctx, lambda scale: [
         "Epsilon (default number of steps):" if include(ctx, scale, "pgd_epsilon.md") else "",
         include(ctx, scale, "pgd_epsilon.md"),
-        "Number of steps (default epsilon):" if include(ctx, scale, "pgd_steps.md") else "",
+        "Number of steps (the epsilon of each row is in the table):" if include(ctx, scale, "pgd_steps.md") else "",
         include(ctx, scale, "pgd_steps.md"),
         missing(ctx, scale, sweeps)])
 
@@ -293,18 +293,18 @@ def gen_adv_design(ctx):
     text = flag_help("--adv-train")
     flag = (f"`--adv-train`: {text}" if text is not None
             else "*main.py has no `--adv-train` flag yet*, so adversarial training has not run.")
-    return f"{flag}\n\n{commands(('adv-cnn', 'pgd-adv-cnn'))}"
+    return f"{flag}\n\n{commands(('adv-simplenet', 'pgd-adv-simplenet'))}"
 
 
 def gen_adv_results(ctx):
     """Block 'adv-results': standard vs adversarial training, clean and attacked, per scale."""
     return per_scale(ctx, lambda scale: [
         include(ctx, scale, "compare_adv.md"),
-        figure(ctx, scale, "compare_adv.png", "Improved CNN, standard vs adversarial training"),
+        figure(ctx, scale, "compare_adv.png", "SimpleNet, standard vs adversarial training"),
         "Under attack (same PGD settings for both models):" if include(ctx, scale, "pgd_models.md") else "",
         include(ctx, scale, "pgd_models.md"),
-        figure(ctx, scale, "pgd_samples_pgd-adv-cnn.png", "PGD on the adversarially trained CNN"),
-        missing(ctx, scale, ("adv-cnn", "pgd-adv-cnn"))])
+        figure(ctx, scale, "pgd_samples_pgd-adv-simplenet.png", "PGD on the adversarially trained SimpleNet"),
+        missing(ctx, scale, ("adv-simplenet", "pgd-adv-simplenet"))])
 
 
 def gen_summary(ctx):

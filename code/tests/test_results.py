@@ -122,14 +122,14 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     write_status(logs, status("conv-native", run_dir="run"))
     write_status(logs, status("conv-custom", run_dir="run"))
     write_status(logs, status("cnn", status="skipped", reason="main.py does not accept these flags yet (x)"))
-    images = SummaryWriter(str(logs / "pgd-cnn" / "simplenet-attack_1"))
+    images = SummaryWriter(str(logs / "pgd-simplenet" / "simplenet-attack_1"))
     grid = np.zeros((3, 2 + 4 * 130, 2 + 10 * 130), dtype=np.float32)  # a 4 x 10 make_grid of 128-px tiles
     for tag, value in (("Image/Org_Image", 0.2), ("Image/Adv_Image", 0.4), ("Image/Diff_Image", 0.6)):
         images.add_image(tag, grid + value, 0)
     images.close()
-    attacks = [("pgd-cnn", [], 0.1, 10, 12.5, "simplenet-attack_1"),
-               ("pgd-cnn-eps0.02", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
-               ("pgd-cnn-steps1", ["--attack-steps", "1"], 0.1, 1, 25.0, None)]
+    attacks = [("pgd-simplenet", [], 0.1, 10, 12.5, "simplenet-attack_1"),
+               ("pgd-simplenet-eps0.02", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
+               ("pgd-simplenet-steps1", ["--attack-steps", "1"], 0.1, 1, 25.0, None)]
     for name, args, eps, steps, acc1, run_dir in attacks:
         write_status(logs, status(name, kind="attack", target="conv-native", args=args, epsilon=eps, num_steps=steps,
                                   acc1=acc1, acc5=acc1 + 20, run_dir=run_dir))
@@ -150,12 +150,12 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert ratio["experiment"] == "custom / native"
     assert float(ratio["s/epoch"]) == pytest.approx(3.0) and float(ratio["peak memory (MiB)"]) == pytest.approx(3.0)
     pgd = {r["attack"]: r for r in rows("pgd.csv")}
-    assert float(pgd["pgd-cnn"]["clean top-1 (%)"]) == 40.0, "clean = the target's best epoch"
-    assert float(pgd["pgd-cnn"]["top-1 drop (points)"]) == pytest.approx(27.5)
-    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-cnn-eps0.02", "pgd-cnn"]
-    assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-cnn-steps1", "pgd-cnn"]
-    assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-cnn"]
-    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-cnn.png"):
+    assert float(pgd["pgd-simplenet"]["clean top-1 (%)"]) == 40.0, "clean = the target's best epoch"
+    assert float(pgd["pgd-simplenet"]["top-1 drop (points)"]) == pytest.approx(27.5)
+    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps0.02", "pgd-simplenet"]
+    assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
+    assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
+    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png"):
         assert plt.imread(str(out / "demo" / name)).shape[2] in (3, 4), name
     assert not (out / "demo" / "curves_cnn.png").exists()
     assert summary["not_run"] == ["- `cnn` skipped: main.py does not accept these flags yet (x)"]
