@@ -27,32 +27,235 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ################################################################################
 
 
+def _check_conv_args(input_feats, weight, bias, stride, padding):
+    """Raise a ValueError naming the first argument :class:`CustomConv2DFunction` cannot take.
+
+    Accepted: input (N, Ci, H, W) and weight (Co, Ci, K, K) of one floating dtype and device,
+    bias None or (Co,), int stride >= 1, int padding >= 0, K <= H + 2 * padding and W + 2 * padding.
+    """
+    if input_feats.dim() != 4:
+        raise ValueError(f"input must be 4D (N, Ci, H, W), got shape {tuple(input_feats.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4D (Co, Ci, K, K), got shape {tuple(weight.shape)}")
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    if kernel_h != kernel_w:
+        raise ValueError(f"only square kernels are supported, got a {kernel_h}x{kernel_w} kernel")
+    if input_feats.shape[1] != in_channels:
+        raise ValueError(f"input has {input_feats.shape[1]} channels but the weight "
+                         f"{tuple(weight.shape)} expects {in_channels}")
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    if not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    tensors = [t for t in (input_feats, weight, bias) if t is not None]
+    if not input_feats.is_floating_point() or any(t.dtype != input_feats.dtype for t in tensors):
+        raise ValueError("input, weight and bias must share one floating dtype, got "
+                         f"{[t.dtype for t in tensors]}")
+    if any(t.device != input_feats.device for t in tensors):
+        raise ValueError(f"input, weight and bias must be on one device, got {[t.device for t in tensors]}")
+    height, width = input_feats.shape[2] + 2 * padding, input_feats.shape[3] + 2 * padding
+    if kernel_h > min(height, width):
+        raise ValueError(f"kernel size {kernel_h} is larger than the padded input {height}x{width} "
+                         f"(input {tuple(input_feats.shape[2:])}, padding {padding})")
+
+
+def _autocast_args(input_feats, weight, bias):
+    """Cast input, weight and bias to the autocast dtype when autocast is on for their device
+    (float64 tensors are left alone, as autocast does), so the GEMMs run in that dtype."""
+    device_type = input_feats.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return input_feats, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = [t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (input_feats, weight, bias)]
+    return tuple(cast)
+
+
+# Column-buffer budget per chunk. On CPU a chunk this small stays in cache between the
+# unfolding copy and the GEMM that reads it (and is never paged in afresh); on a GPU the
+# budget only bounds memory, so each pass stays one large GEMM.
+_COLS_CHUNK_BYTES = {"cpu": 4 * 1024 ** 2}
+_COLS_CHUNK_BYTES_DEFAULT = 1024 ** 3
+
+
+class _Im2Col:
+    """im2col and col2im for one convolution on channels-last data, in chunks of whole samples.
+
+    The column matrix of a chunk of B samples is (B*Ho*Wo, K*K*Ci): row (b, i, j) holds the
+    window under output pixel (i, j), columns ordered (kh, kw, ci). A chunk's columns fit
+    ``_COLS_CHUNK_BYTES``, so one small buffer, allocated on first use and reused by every
+    chunk, stays in cache instead of a freshly paged-in matrix the size of the whole batch.
+    A 1x1 kernel with stride 1 and no padding on dense channels-last data needs no buffer:
+    its columns are a view of the input, taken in a single chunk.
+    """
+
+    def __init__(self, input_size, kernel_size, stride, padding, like):
+        self.n, self.h, self.w, self.c = input_size
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ho = (self.h + 2 * padding - kernel_size) // stride + 1
+        self.wo = (self.w + 2 * padding - kernel_size) // stride + 1
+        self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
+        self.width = kernel_size * kernel_size * self.c
+        sample_bytes = self.ho * self.wo * self.width * like.element_size()
+        budget = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
+        self.chunk = max(1, min(self.n, budget // sample_bytes))
+        self.like = like
+        self.buffer = self.padded = None
+
+    def chunks(self, x=None):
+        """Yield (samples, rows): a slice of the batch and of its rows in (N*Ho*Wo, .) matrices.
+        One chunk when the columns of channels-last x (N, H, W, Ci) are a view of it."""
+        chunk = self.n if x is not None and self._is_view(x) else self.chunk
+        pixels = self.ho * self.wo
+        for start in range(0, self.n, chunk):
+            stop = min(start + chunk, self.n)
+            yield slice(start, stop), slice(start * pixels, stop * pixels)
+
+    def _is_view(self, x):
+        return self.pointwise and x.is_contiguous()
+
+    def scratch(self, rows):
+        """The (rows, K*K*Ci) column buffer of at most one chunk, allocated on first use."""
+        if self.buffer is None:
+            self.buffer = self.like.new_empty(self.chunk * self.ho * self.wo, self.width)
+        return self.buffer[:rows]
+
+    def im2col(self, x):
+        """Columns (B*Ho*Wo, K*K*Ci) of the channels-last chunk x (B, H, W, Ci)."""
+        b, k, p = x.shape[0], self.kernel_size, self.padding
+        if self._is_view(x):
+            return x.view(-1, self.c)  # (B*H*W, Ci)
+        if p > 0:
+            if self.padded is None:
+                self.padded = self.like.new_zeros(self.chunk, self.h + 2 * p, self.w + 2 * p, self.c)
+            self.padded[:b, p:p + self.h, p:p + self.w] = x
+            x = self.padded[:b]  # (B, H+2p, W+2p, Ci), zero borders
+        windows = x.unfold(1, k, self.stride).unfold(2, k, self.stride)  # (B, Ho, Wo, Ci, K, K) strided view
+        cols = self.scratch(b * self.ho * self.wo)  # (B*Ho*Wo, K*K*Ci)
+        cols.view(b, self.ho, self.wo, k, k, self.c).copy_(windows.permute(0, 1, 2, 4, 5, 3))  # (B, Ho, Wo, K, K, Ci)
+        return cols
+
+    def col2im(self, cols, out):
+        """Sum the column gradients cols (B*Ho*Wo, K*K*Ci) of overlapping windows into the
+        channels-last out (B, H, W, Ci): the adjoint of :meth:`im2col`."""
+        b, k, s, p = out.shape[0], self.kernel_size, self.stride, self.padding
+        cols = cols.view(b, self.ho, self.wo, k, k, self.c)  # (B, Ho, Wo, K, K, Ci)
+        grid = cols.new_zeros(b, self.h + 2 * p, self.w + 2 * p, self.c)  # (B, H+2p, W+2p, Ci)
+        for kh in range(k):
+            for kw in range(k):
+                grid[:, kh:kh + s * (self.ho - 1) + 1:s, kw:kw + s * (self.wo - 1) + 1:s] += cols[:, :, :, kh, kw]
+        out.copy_(grid[:, p:p + self.h, p:p + self.w])
+
+
 class CustomConv2DFunction(Function):
-    """2D convolution as an autograd Function (placeholder until Part I.1 lands)."""
+    """2D convolution (cross-correlation, as ``F.conv2d``) by im2col and matrix products.
+
+    Forward: input (N, Ci, H, W), weight (Co, Ci, K, K), bias (Co,) or None, int stride >= 1,
+    int padding >= 0 -> output (N, Co, Ho, Wo) with Ho = (H + 2 * padding - K) // stride + 1
+    (Wo likewise), in channels_last memory format, so a following custom conv reads it
+    without a copy. Any floating dtype, any device, contiguous or channels_last input.
+
+    The input is unfolded into a (N*Ho*Wo, K*K*Ci) column matrix and multiplied by the
+    (Co, K*K*Ci) weight in one GEMM. Only input and weight are saved: backward unfolds the
+    input again for the weight gradient (one GEMM) and folds (col2im) the column gradient
+    of one GEMM for the input gradient. Under autocast the GEMMs run in the autocast dtype.
+    """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, input_feats, weight, bias, stride=1, padding=0):
-        raise NotImplementedError("CustomConv2DFunction.forward is not implemented yet")
+        input_feats, weight, bias = _autocast_args(input_feats, weight, bias)
+        _check_conv_args(input_feats, weight, bias, stride, padding)
+        n, in_channels, h, w = input_feats.shape
+        out_channels, _, kernel_size, _ = weight.shape
+        x = input_feats.permute(0, 2, 3, 1)  # (N, H, W, Ci), a view
+        weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows ordered as columns
+        unfold = _Im2Col((n, h, w, in_channels), kernel_size, stride, padding, input_feats)
+
+        output = torch.empty((n, out_channels, unfold.ho, unfold.wo), dtype=input_feats.dtype,
+                             device=input_feats.device, memory_format=torch.channels_last)
+        output_2d = output.permute(0, 2, 3, 1).view(-1, out_channels)  # (N*Ho*Wo, Co), shares memory
+        for samples, rows in unfold.chunks(x):
+            cols = unfold.im2col(x[samples])  # (B*Ho*Wo, K*K*Ci)
+            if bias is None:
+                torch.mm(cols, weight_t, out=output_2d[rows])  # (B*Ho*Wo, K*K*Ci) @ (K*K*Ci, Co)
+            else:
+                torch.addmm(bias, cols, weight_t, out=output_2d[rows])
+
+        needs_input_grad, needs_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(input_feats if needs_weight_grad else None, weight if needs_input_grad else None)
+        ctx.geometry = ((n, h, w, in_channels), kernel_size, stride, padding)
+        return output
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
-        raise NotImplementedError("CustomConv2DFunction.backward is not implemented yet")
+        input_feats, weight = ctx.saved_tensors
+        input_size, kernel_size, stride, padding = ctx.geometry
+        out_channels = grad_output.shape[1]
+        grad_2d = grad_output.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (N*Ho*Wo, Co)
+        unfold = _Im2Col(input_size, kernel_size, stride, padding, grad_output)
+        grad_input = grad_weight = grad_bias = None
+
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_2d.sum(0)  # (Co,)
+        if ctx.needs_input_grad[1]:
+            x = input_feats.permute(0, 2, 3, 1)  # (N, H, W, Ci), a view
+            accumulate_dtype = torch.promote_types(grad_2d.dtype, torch.float32)  # float32 for fp16 / bf16 chunks
+            grad_weight = grad_2d.new_zeros(out_channels, unfold.width, dtype=accumulate_dtype)  # (Co, K*K*Ci)
+            for samples, rows in unfold.chunks(x):
+                grad_weight += torch.mm(grad_2d[rows].t(), unfold.im2col(x[samples]))  # (Co, B*Ho*Wo) @ (B*Ho*Wo, K*K*Ci)
+            grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1).permute(0, 3, 1, 2)  # (Co, Ci, K, K)
+        if ctx.needs_input_grad[0]:
+            weight_2d = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (Co, K*K*Ci)
+            n, h, w, in_channels = input_size
+            grad_input = torch.empty((n, in_channels, h, w), dtype=grad_output.dtype, device=grad_output.device,
+                                     memory_format=torch.channels_last)
+            grad_x = grad_input.permute(0, 2, 3, 1)  # (N, H, W, Ci), shares memory
+            if unfold.pointwise:
+                torch.mm(grad_2d, weight_2d, out=grad_x.view(-1, in_channels))  # (N*H*W, Co) @ (Co, Ci)
+            else:
+                for samples, rows in unfold.chunks():
+                    grad_cols = torch.mm(grad_2d[rows], weight_2d, out=unfold.scratch(rows.stop - rows.start))
+                    unfold.col2im(grad_cols, grad_x[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H, W, Ci)
+        return grad_input, grad_weight, grad_bias, None, None
 
 
 custom_conv2d = CustomConv2DFunction.apply
 
 
+def _as_int(name, value):
+    """``value`` as one int: an int, or a pair of equal ints (nn.Conv2d style); ValueError otherwise."""
+    pair = _pair(value)
+    if len(pair) != 2 or pair[0] != pair[1] or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of equal ints, got {value!r}")
+    return pair[0]
+
+
 class CustomConv2d(nn.Module):
-    """Drop-in for nn.Conv2d (square kernels, dilation 1, groups 1) that runs
-    :class:`CustomConv2DFunction`. Input (N, Ci, H, W) -> output (N, Co, Ho, Wo)."""
+    """Drop-in for nn.Conv2d (square kernels, equal strides and paddings, dilation 1, groups 1)
+    that runs :class:`CustomConv2DFunction`.
+
+    Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo), channels_last.
+    ``kernel_size``, ``stride`` and ``padding`` are ints or pairs of equal ints.
+    Raises ValueError for what the function cannot compute (non-square kernel, dilation, groups).
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True):
         super().__init__()
-        assert isinstance(kernel_size, int), "We only support squared filters"
-        assert isinstance(stride, int), "We only support equal stride"
-        assert isinstance(padding, int), "We only support equal padding"
-        assert dilation == 1 and groups == 1, "We only support dilation 1 and groups 1"
+        kernel_size = _as_int("kernel_size", kernel_size)
+        stride = _as_int("stride", stride)
+        padding = _as_int("padding", padding)
+        if _as_int("dilation", dilation) != 1:
+            raise ValueError(f"only dilation 1 is supported, got {dilation!r}")
+        if groups != 1:
+            raise ValueError(f"only groups 1 is supported, got {groups!r}")
+        if min(in_channels, out_channels, kernel_size, stride) < 1 or padding < 0:
+            raise ValueError(f"need channels, kernel_size, stride >= 1 and padding >= 0, got in_channels="
+                             f"{in_channels}, out_channels={out_channels}, kernel_size={kernel_size}, "
+                             f"stride={stride}, padding={padding}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -71,6 +274,7 @@ class CustomConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
+        """(N, in_channels, H, W) -> (N, out_channels, Ho, Wo)."""
         return custom_conv2d(input, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
