@@ -233,6 +233,8 @@ def gen_cnn_results(ctx):
         include(ctx, scale, "compare_cnn.md"),
         figure(ctx, scale, "compare_cnn.png", "SimpleNet, improved CNN and ResNet18: losses and val accuracy"),
         figure(ctx, scale, "curves_cnn.png", "Improved CNN: loss, learning rate, top-1 and top-5 per epoch"),
+        "Paired bootstrap, SimpleNet (A) against the improved CNN (B):" if include(ctx, scale, "ci_cnn.md") else "",
+        include(ctx, scale, "ci_cnn.md"),
         missing(ctx, scale, ("simplenet", "cnn", "resnet18"))])
 
 
@@ -257,6 +259,8 @@ def gen_vit_results(ctx):
         include(ctx, scale, "compare_vit.md"),
         figure(ctx, scale, "compare_vit.png", "SimpleViT, improved ViT and improved CNN: losses and val accuracy"),
         figure(ctx, scale, "curves_vit.png", "Improved ViT: loss, learning rate, top-1 and top-5 per epoch"),
+        "Paired bootstrap, SimpleViT (A) against the improved ViT (B):" if include(ctx, scale, "ci_vit.md") else "",
+        include(ctx, scale, "ci_vit.md"),
         missing(ctx, scale, ("simplevit", "vit"))])
 
 
