@@ -104,6 +104,16 @@ def include(ctx, scale, name):
         return f.read().strip()
 
 
+def comparison(ctx, scale, name, title):
+    """A compare_checkpoints.py result (results/<scale>/<name>, written by hand, not by
+    make_results.py) under ``title``, or '' when it was not run."""
+    path = os.path.join(ctx.results, scale, name)
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        return f"{title}\n\n{f.read().strip()}"
+
+
 def per_scale(ctx, render):
     """A MiniPlaces and a demo-set section: ``render(scale)`` parts, or the scale's placeholder."""
     out = []
@@ -233,8 +243,7 @@ def gen_cnn_results(ctx):
         include(ctx, scale, "compare_cnn.md"),
         figure(ctx, scale, "compare_cnn.png", "SimpleNet, improved CNN and ResNet18: losses and val accuracy"),
         figure(ctx, scale, "curves_cnn.png", "Improved CNN: loss, learning rate, top-1 and top-5 per epoch"),
-        "Paired bootstrap, SimpleNet (A) against the improved CNN (B):" if include(ctx, scale, "ci_cnn.md") else "",
-        include(ctx, scale, "ci_cnn.md"),
+        comparison(ctx, scale, "ci_cnn.md", "Paired bootstrap, SimpleNet (A) against the improved CNN (B):"),
         missing(ctx, scale, ("simplenet", "cnn", "resnet18"))])
 
 
@@ -259,8 +268,7 @@ def gen_vit_results(ctx):
         include(ctx, scale, "compare_vit.md"),
         figure(ctx, scale, "compare_vit.png", "SimpleViT, improved ViT and improved CNN: losses and val accuracy"),
         figure(ctx, scale, "curves_vit.png", "Improved ViT: loss, learning rate, top-1 and top-5 per epoch"),
-        "Paired bootstrap, SimpleViT (A) against the improved ViT (B):" if include(ctx, scale, "ci_vit.md") else "",
-        include(ctx, scale, "ci_vit.md"),
+        comparison(ctx, scale, "ci_vit.md", "Paired bootstrap, SimpleViT (A) against the improved ViT (B):"),
         missing(ctx, scale, ("simplevit", "vit"))])
 
 
