@@ -1,6 +1,5 @@
 """Image I/O, meters and the learning-rate schedule used by main.py."""
 import math
-import os
 
 import cv2
 import numpy as np
