@@ -84,24 +84,26 @@ class _Im2Col:
 
     The column matrix of a chunk of B samples is (B*Ho*Wo, K*K*Ci): row (b, i, j) holds the
     window under output pixel (i, j), columns ordered (kh, kw, ci). A chunk's columns fit
-    ``_COLS_CHUNK_BYTES``, so one small buffer, allocated on first use and reused by every
-    chunk, stays in cache instead of a freshly paged-in matrix the size of the whole batch.
-    A 1x1 kernel with stride 1 and no padding on dense channels-last data needs no buffer:
-    its columns are a view of the input, taken in a single chunk.
+    ``_COLS_CHUNK_BYTES`` (and have at least Co rows, so that accumulating the (Co, K*K*Ci)
+    weight gradient over chunks costs less than the chunks' GEMMs), so one buffer, allocated
+    on first use and reused by every chunk, stays in cache instead of a freshly paged-in
+    matrix the size of the whole batch. A 1x1 kernel with stride 1 and no padding on dense
+    channels-last data needs no buffer: its columns are a view of the input, in one chunk.
     """
 
-    def __init__(self, input_size, kernel_size, stride, padding, like):
+    def __init__(self, input_size, out_channels, kernel_size, stride, padding, like):
         self.n, self.h, self.w, self.c = input_size
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ho = (self.h + 2 * padding - kernel_size) // stride + 1
         self.wo = (self.w + 2 * padding - kernel_size) // stride + 1
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
         self.width = kernel_size * kernel_size * self.c
-        sample_bytes = self.ho * self.wo * self.width * like.element_size()
+        pixels = self.ho * self.wo
         budget = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
-        self.chunk = max(1, min(self.n, budget // sample_bytes))
+        by_budget = budget // (pixels * self.width * like.element_size())
+        self.chunk = max(1, min(self.n, max(by_budget, -(-out_channels // pixels))))
         self.like = like
-        self.buffer = self.padded = None
+        self.buffer = None
 
     def chunks(self, x=None):
         """Yield (samples, rows): a slice of the batch and of its rows in (N*Ho*Wo, .) matrices.
@@ -121,31 +123,33 @@ class _Im2Col:
             self.buffer = self.like.new_empty(self.chunk * self.ho * self.wo, self.width)
         return self.buffer[:rows]
 
+    def pad(self, x):
+        """Channels-last x (N, H, W, Ci) with zero borders: (N, H+2p, W+2p, Ci), x itself if p is 0."""
+        p = self.padding
+        if p == 0:
+            return x
+        padded = x.new_zeros(self.n, self.h + 2 * p, self.w + 2 * p, self.c)
+        padded[:, p:p + self.h, p:p + self.w] = x
+        return padded
+
     def im2col(self, x):
-        """Columns (B*Ho*Wo, K*K*Ci) of the channels-last chunk x (B, H, W, Ci)."""
-        b, k, p = x.shape[0], self.kernel_size, self.padding
+        """Columns (B*Ho*Wo, K*K*Ci) of a chunk x (B, H+2p, W+2p, Ci) of :meth:`pad`'s output."""
         if self._is_view(x):
             return x.view(-1, self.c)  # (B*H*W, Ci)
-        if p > 0:
-            if self.padded is None:
-                self.padded = self.like.new_zeros(self.chunk, self.h + 2 * p, self.w + 2 * p, self.c)
-            self.padded[:b, p:p + self.h, p:p + self.w] = x
-            x = self.padded[:b]  # (B, H+2p, W+2p, Ci), zero borders
+        b, k = x.shape[0], self.kernel_size
         windows = x.unfold(1, k, self.stride).unfold(2, k, self.stride)  # (B, Ho, Wo, Ci, K, K) strided view
         cols = self.scratch(b * self.ho * self.wo)  # (B*Ho*Wo, K*K*Ci)
         cols.view(b, self.ho, self.wo, k, k, self.c).copy_(windows.permute(0, 1, 2, 4, 5, 3))  # (B, Ho, Wo, K, K, Ci)
         return cols
 
-    def col2im(self, cols, out):
-        """Sum the column gradients cols (B*Ho*Wo, K*K*Ci) of overlapping windows into the
-        channels-last out (B, H, W, Ci): the adjoint of :meth:`im2col`."""
-        b, k, s, p = out.shape[0], self.kernel_size, self.stride, self.padding
-        cols = cols.view(b, self.ho, self.wo, k, k, self.c)  # (B, Ho, Wo, K, K, Ci)
-        grid = cols.new_zeros(b, self.h + 2 * p, self.w + 2 * p, self.c)  # (B, H+2p, W+2p, Ci)
+    def col2im(self, cols, grid):
+        """Add the column gradients cols (B*Ho*Wo, K*K*Ci) of overlapping windows into a chunk
+        grid (B, H+2p, W+2p, Ci) of the padded input's gradient: the adjoint of :meth:`im2col`."""
+        k, s = self.kernel_size, self.stride
+        cols = cols.view(grid.shape[0], self.ho, self.wo, k, k, self.c)  # (B, Ho, Wo, K, K, Ci)
         for kh in range(k):
             for kw in range(k):
-                grid[:, kh:kh + s * (self.ho - 1) + 1:s, kw:kw + s * (self.wo - 1) + 1:s] += cols[:, :, :, kh, kw]
-        out.copy_(grid[:, p:p + self.h, p:p + self.w])
+                grid[:, kh:kh + s * (self.ho - 1) + 1:s, kw:kw + s * (self.wo - 1) + 1:s].add_(cols[:, :, :, kh, kw])
 
 
 class CustomConv2DFunction(Function):
@@ -156,10 +160,11 @@ class CustomConv2DFunction(Function):
     (Wo likewise), in channels_last memory format, so a following custom conv reads it
     without a copy. Any floating dtype, any device, contiguous or channels_last input.
 
-    The input is unfolded into a (N*Ho*Wo, K*K*Ci) column matrix and multiplied by the
-    (Co, K*K*Ci) weight in one GEMM. Only input and weight are saved: backward unfolds the
-    input again for the weight gradient (one GEMM) and folds (col2im) the column gradient
-    of one GEMM for the input gradient. Under autocast the GEMMs run in the autocast dtype.
+    The input is unfolded (im2col) into (B*Ho*Wo, K*K*Ci) column matrices, chunk by chunk of
+    B samples, each multiplied by the (K*K*Ci, Co) weight matrix in one GEMM. Only input and
+    weight are saved: backward unfolds the input again for the weight gradient (one GEMM per
+    chunk) and folds (col2im) the column gradients (one GEMM per chunk) into the input
+    gradient. Under autocast the GEMMs run in the autocast dtype.
     """
 
     @staticmethod
@@ -169,9 +174,9 @@ class CustomConv2DFunction(Function):
         _check_conv_args(input_feats, weight, bias, stride, padding)
         n, in_channels, h, w = input_feats.shape
         out_channels, _, kernel_size, _ = weight.shape
-        x = input_feats.permute(0, 2, 3, 1)  # (N, H, W, Ci), a view
+        unfold = _Im2Col((n, h, w, in_channels), out_channels, kernel_size, stride, padding, input_feats)
+        x = unfold.pad(input_feats.permute(0, 2, 3, 1))  # (N, H+2p, W+2p, Ci)
         weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows ordered as columns
-        unfold = _Im2Col((n, h, w, in_channels), kernel_size, stride, padding, input_feats)
 
         output = torch.empty((n, out_channels, unfold.ho, unfold.wo), dtype=input_feats.dtype,
                              device=input_feats.device, memory_format=torch.channels_last)
@@ -185,40 +190,45 @@ class CustomConv2DFunction(Function):
 
         needs_input_grad, needs_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ctx.save_for_backward(input_feats if needs_weight_grad else None, weight if needs_input_grad else None)
-        ctx.geometry = ((n, h, w, in_channels), kernel_size, stride, padding)
+        ctx.geometry = ((n, h, w, in_channels), out_channels, kernel_size, stride, padding)
         return output
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
         input_feats, weight = ctx.saved_tensors
-        input_size, kernel_size, stride, padding = ctx.geometry
-        out_channels = grad_output.shape[1]
+        (n, h, w, in_channels), out_channels, kernel_size, stride, padding = ctx.geometry
+        unfold = _Im2Col(*ctx.geometry, grad_output)
         grad_2d = grad_output.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (N*Ho*Wo, Co)
-        unfold = _Im2Col(input_size, kernel_size, stride, padding, grad_output)
         grad_input = grad_weight = grad_bias = None
 
         if ctx.needs_input_grad[2]:
             grad_bias = grad_2d.sum(0)  # (Co,)
         if ctx.needs_input_grad[1]:
-            x = input_feats.permute(0, 2, 3, 1)  # (N, H, W, Ci), a view
-            accumulate_dtype = torch.promote_types(grad_2d.dtype, torch.float32)  # float32 for fp16 / bf16 chunks
-            grad_weight = grad_2d.new_zeros(out_channels, unfold.width, dtype=accumulate_dtype)  # (Co, K*K*Ci)
+            x = unfold.pad(input_feats.permute(0, 2, 3, 1))  # (N, H+2p, W+2p, Ci)
+            grad_weight = grad_2d.new_zeros(out_channels, unfold.width)  # (Co, K*K*Ci)
+            if grad_weight.element_size() < 4:  # fp16 / bf16: accumulate the chunks in float32
+                grad_weight = grad_weight.float()
             for samples, rows in unfold.chunks(x):
-                grad_weight += torch.mm(grad_2d[rows].t(), unfold.im2col(x[samples]))  # (Co, B*Ho*Wo) @ (B*Ho*Wo, K*K*Ci)
+                cols = unfold.im2col(x[samples])  # (B*Ho*Wo, K*K*Ci)
+                if grad_weight.dtype == cols.dtype:
+                    grad_weight.addmm_(grad_2d[rows].t(), cols)  # += (Co, B*Ho*Wo) @ (B*Ho*Wo, K*K*Ci)
+                else:
+                    grad_weight += torch.mm(grad_2d[rows].t(), cols)
             grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1).permute(0, 3, 1, 2)  # (Co, Ci, K, K)
         if ctx.needs_input_grad[0]:
             weight_2d = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (Co, K*K*Ci)
-            n, h, w, in_channels = input_size
-            grad_input = torch.empty((n, in_channels, h, w), dtype=grad_output.dtype, device=grad_output.device,
-                                     memory_format=torch.channels_last)
-            grad_x = grad_input.permute(0, 2, 3, 1)  # (N, H, W, Ci), shares memory
+            hp, wp = h + 2 * padding, w + 2 * padding
+            grid_x = grad_output.new_zeros(n, hp, wp, in_channels)  # gradient of the padded input (N, H+2p, W+2p, Ci)
             if unfold.pointwise:
-                torch.mm(grad_2d, weight_2d, out=grad_x.view(-1, in_channels))  # (N*H*W, Co) @ (Co, Ci)
+                torch.mm(grad_2d, weight_2d, out=grid_x.view(-1, in_channels))  # (N*H*W, Co) @ (Co, Ci)
             else:
                 for samples, rows in unfold.chunks():
                     grad_cols = torch.mm(grad_2d[rows], weight_2d, out=unfold.scratch(rows.stop - rows.start))
-                    unfold.col2im(grad_cols, grad_x[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H, W, Ci)
+                    unfold.col2im(grad_cols, grid_x[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H+2p, W+2p, Ci)
+            grad_input = grid_x[:, padding:padding + h, padding:padding + w].permute(0, 3, 1, 2)  # (N, Ci, H, W)
+            if padding > 0:
+                grad_input = grad_input.contiguous(memory_format=torch.channels_last)
         return grad_input, grad_weight, grad_bias, None, None
 
 

@@ -57,10 +57,10 @@ def assert_matches_native(x, weight, bias, stride, padding, **tol):
         torch.testing.assert_close(grad, ref_grad, **tol)
 
 
-@pytest.fixture(params=["whole batch", "one sample per chunk"])
+@pytest.fixture(params=["whole batch", "smallest chunks"])
 def chunking(request, monkeypatch):
-    """Run the test with the whole batch in one column chunk, then with one sample per chunk."""
-    if request.param == "one sample per chunk":
+    """Run the test with the whole batch in one column chunk, then in the smallest chunks (one sample, or the fewest with Co rows)."""
+    if request.param == "smallest chunks":
         monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", 1)
     return request.param
 

@@ -1,0 +1,60 @@
+"""bench_conv.py: its memory accounting, its conv swap and a tiny end-to-end run."""
+import contextlib
+import csv
+import os
+
+import torch
+import torchvision
+
+import bench_conv
+
+MB = 2 ** 20
+
+
+def test_cpu_memory_accounting_matches_known_allocations():
+    kept = []
+
+    def forward():
+        kept.append(torch.ones(MB // 4))  # 1 MB kept for "backward"
+        return torch.ones(MB // 2)  # 2 MB result
+
+    def backward(result):
+        scratch = torch.ones(3 * MB // 4)  # 3 MB on top of the 3 MB held, freed on return
+        kept.clear()
+        return scratch.sum() + result.sum()
+
+    held, peak = bench_conv.memory_mb(bench_conv.Case(None, forward, backward), torch.device("cpu"),
+                                      contextlib.nullcontext)
+    assert abs(held - 3) < 0.01 and abs(peak - 6) < 0.01, (held, peak)
+
+
+def test_swap_convs_keeps_resnet_outputs_and_gradients():
+    torch.manual_seed(0)
+    native = torchvision.models.resnet18(num_classes=10)
+    custom = torchvision.models.resnet18(num_classes=10)
+    custom.load_state_dict(native.state_dict())
+    bench_conv.swap_convs(custom)
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in custom.modules())
+    assert sum(isinstance(m, bench_conv.CustomConv2d) for m in custom.modules()) == 20
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)  # float64, 64x64: batch norm over few values amplifies rounding
+    outputs = [model.double()(x) for model in (native, custom)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-9, atol=1e-9)
+    for out in outputs:
+        out.square().sum().backward()
+    for custom_param, native_param in zip(custom.parameters(), native.parameters()):
+        torch.testing.assert_close(custom_param.grad, native_param.grad, rtol=1e-7, atol=1e-9)
+
+
+def test_tiny_run_writes_results_with_equal_held_memory(tmp_path):
+    rows = bench_conv.main(["--nets", "simplenet", "--layers", "simplenet", "--batch-size", "2", "--img-size", "32",
+                            "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
+                            "--out-dir", str(tmp_path)])
+    with open(tmp_path / "conv_benchmark.csv", encoding="utf-8") as f:
+        written = list(csv.DictReader(f))
+    assert [r["kind"] for r in written] == ["layer"] * 7 + ["network"]  # SimpleNet's 7 distinct convolutions
+    assert len(rows) == len(written)
+    network = written[-1]
+    assert float(network["native_held_mb"]) > 0
+    assert float(network["held_ratio"]) == 1.0  # the custom op keeps exactly what native keeps
+    assert all(float(r[k]) > 0 for r in written for k in ("native_train_ms", "custom_train_ms", "train_ratio"))
+    assert "hardware: CPU" in open(os.path.join(tmp_path, "conv_benchmark.md"), encoding="utf-8").read()
