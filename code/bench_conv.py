@@ -39,7 +39,10 @@ student_code networks are built with conv_op=nn.Conv2d / conv_op=CustomConv2d.
 
 Output: the table on stdout and, at the repository root, results/conv_benchmark.md and
 results/conv_benchmark.csv (conv_benchmark_quick.* for --quick; --out-dir to change), stating
-hardware, torch version, threads, date and command.
+hardware, torch version, threads, date and command. Each row also gives the 1-minute load
+average when it was measured: on a shared CPU, other processes' load stalls every
+multi-threaded op, and the custom op, which runs many more (smaller) ops than one native
+convolution, suffers more; compare ratios taken at low load, or use --threads 1.
 """
 import argparse
 import csv
@@ -251,6 +254,11 @@ def measure(cases, device, autocast, warmup, repeats):
     return row
 
 
+def load_average():
+    """The system's 1-minute load average (runnable processes; compare with the core count)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def hardware(device):
     """A line naming the device that ran the benchmark."""
     if device.type == "cuda":
@@ -263,18 +271,18 @@ def hardware(device):
     return f"CPU {model}, {os.cpu_count()} logical cores"
 
 
-COLUMNS = ["threads", "kind", "name", "detail",
+COLUMNS = ["threads", "load", "kind", "name", "detail",
            "native_fwd_ms", "custom_fwd_ms", "fwd_ratio", "native_train_ms", "custom_train_ms", "train_ratio",
            "native_held_mb", "custom_held_mb", "held_ratio", "native_peak_mb", "custom_peak_mb", "peak_ratio"]
 
 
 def format_table(rows):
     """A markdown table of the rows: times in ms, memory in MB, ratios custom / native."""
-    header = ["threads", "kind", "name", "detail", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)", "train x",
+    header = ["threads", "load", "kind", "name", "detail", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)", "train x",
               "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [str(r["threads"]), r["kind"], r["name"], r["detail"]]
+        cells = [str(r["threads"]), f"{r['load']:.1f}", r["kind"], r["name"], r["detail"]]
         for what, unit in (("fwd", "ms"), ("train", "ms"), ("held", "mb"), ("peak", "mb")):
             cells += [f"{r[f'native_{what}_{unit}']:.1f} / {r[f'custom_{what}_{unit}']:.1f}", f"{r[f'{what}_ratio']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -289,7 +297,8 @@ def write_results(rows, args, device, out_dir, stem):
              f"- command: `python {' '.join(sys.argv)}` (from code/)",
              f"- hardware: {hardware(device)}",
              f"- torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}",
-             f"- intra-op threads: {args.threads}; dtype {args.dtype}; autocast {amp}",
+             f"- intra-op threads: {args.threads}; dtype {args.dtype}; autocast {amp}; load = 1-minute load "
+             "average when the row was measured (other processes sharing the cores)",
              f"- batch {args.batch_size}, images {args.img_size}x{args.img_size}, {args.warmup} warmup + "
              f"{args.repeats} timed rounds (medians), native and custom alternating",
              "- held = memory allocated after forward minus before (what autograd keeps); peak = highest "
@@ -374,12 +383,12 @@ def main(argv=None):
                       f"@{layer['h']}x{layer['w']}" + (" (image)" if layer["first"] else ""))
             cases = layer_cases(layer, args.batch_size, device, dtype)
             rows.append(dict(threads=threads, kind="layer", name=layer["name"], detail=detail,
-                             **measure(cases, device, autocast, args.warmup, args.repeats)))
+                             **measure(cases, device, autocast, args.warmup, args.repeats), load=load_average()))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
         for name in args.nets:
             cases = network_cases(name, images, labels)
             rows.append(dict(threads=threads, kind="network", name=name, detail=f"batch {args.batch_size}",
-                             **measure(cases, device, autocast, args.warmup, args.repeats)))
+                             **measure(cases, device, autocast, args.warmup, args.repeats), load=load_average()))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
 
     print()

@@ -201,14 +201,13 @@ class CustomConv2DFunction(Function):
         unfold = _Im2Col(*ctx.geometry, grad_output)
         grad_2d = grad_output.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (N*Ho*Wo, Co)
         grad_input = grad_weight = grad_bias = None
+        accumulate_dtype = torch.promote_types(grad_output.dtype, torch.float32)  # float32 sums for fp16 / bf16
 
         if ctx.needs_input_grad[2]:
             grad_bias = grad_2d.sum(0)  # (Co,)
         if ctx.needs_input_grad[1]:
             x = unfold.pad(input_feats.permute(0, 2, 3, 1))  # (N, H+2p, W+2p, Ci)
-            grad_weight = grad_2d.new_zeros(out_channels, unfold.width)  # (Co, K*K*Ci)
-            if grad_weight.element_size() < 4:  # fp16 / bf16: accumulate the chunks in float32
-                grad_weight = grad_weight.float()
+            grad_weight = grad_2d.new_zeros(out_channels, unfold.width, dtype=accumulate_dtype)  # (Co, K*K*Ci)
             for samples, rows in unfold.chunks(x):
                 cols = unfold.im2col(x[samples])  # (B*Ho*Wo, K*K*Ci)
                 if grad_weight.dtype == cols.dtype:
@@ -218,17 +217,17 @@ class CustomConv2DFunction(Function):
             grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1).permute(0, 3, 1, 2)  # (Co, Ci, K, K)
         if ctx.needs_input_grad[0]:
             weight_2d = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (Co, K*K*Ci)
-            hp, wp = h + 2 * padding, w + 2 * padding
-            grid_x = grad_output.new_zeros(n, hp, wp, in_channels)  # gradient of the padded input (N, H+2p, W+2p, Ci)
             if unfold.pointwise:
-                torch.mm(grad_2d, weight_2d, out=grid_x.view(-1, in_channels))  # (N*H*W, Co) @ (Co, Ci)
+                grad_x = torch.mm(grad_2d, weight_2d).view(n, h, w, in_channels)  # (N*H*W, Co) @ (Co, Ci)
             else:
+                hp, wp = h + 2 * padding, w + 2 * padding
+                grid = grad_2d.new_zeros(n, hp, wp, in_channels, dtype=accumulate_dtype)  # grad of the padded input
                 for samples, rows in unfold.chunks():
                     grad_cols = torch.mm(grad_2d[rows], weight_2d, out=unfold.scratch(rows.stop - rows.start))
-                    unfold.col2im(grad_cols, grid_x[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H+2p, W+2p, Ci)
-            grad_input = grid_x[:, padding:padding + h, padding:padding + w].permute(0, 3, 1, 2)  # (N, Ci, H, W)
-            if padding > 0:
-                grad_input = grad_input.contiguous(memory_format=torch.channels_last)
+                    unfold.col2im(grad_cols, grid[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H+2p, W+2p, Ci)
+                grad_x = grid[:, padding:padding + h, padding:padding + w]  # (N, H, W, Ci)
+            grad_x = grad_x.permute(0, 3, 1, 2).to(grad_output.dtype)  # (N, Ci, H, W)
+            grad_input = grad_x.contiguous(memory_format=torch.channels_last)  # dense (a copy when padded)
         return grad_input, grad_weight, grad_bias, None, None
 
 

@@ -170,6 +170,7 @@ def test_channels_last_output_and_layouts_agree():
     output, grads = outputs_and_grads(custom_conv2d, x, weight, bias, 2, 1)
     output_cl, grads_cl = outputs_and_grads(custom_conv2d, x_cl, weight, bias, 2, 1)
     assert output.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)  # dense, not a view of the padded grid
     torch.testing.assert_close(output, output_cl, rtol=0, atol=0)
     for grad, grad_cl in zip(grads, grads_cl):
         torch.testing.assert_close(grad, grad_cl, rtol=0, atol=0)
