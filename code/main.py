@@ -15,6 +15,7 @@ import argparse
 import builtins
 import copy
 import datetime
+import inspect
 import math
 import os
 import random
@@ -102,7 +103,8 @@ def get_args_parser():
     parser.add_argument("--attack-eps", default=None, type=float,
                         help="-a: PGD epsilon in normalized units (default: PGDAttack's)")
     parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps")
-    parser.add_argument("--attack-step-size", default=None, type=float, help="-a: PGD step size")
+    parser.add_argument("--attack-step-size", default=None, type=float,
+                        help="-a: PGD step size (default: PGDAttack's, scaled with --attack-eps)")
     parser.add_argument("--val-batch-size", default=100, type=int, help="validation batch size")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="root folder of all runs")
     parser.add_argument("--exp-name", default="", help="run folder prefix (default: the model name)")
@@ -480,9 +482,14 @@ def print_demo_banner(data_folder):
 
 
 def build_attack(args, criterion):
-    """``default_attack(criterion)`` with the --attack-* flags that were given."""
+    """``default_attack(criterion)`` with the --attack-* flags that were given. A new
+    --attack-eps without --attack-step-size scales the step size with it (the default
+    step / epsilon ratio), so that the steps can still reach the border of the ball."""
     kwargs = {name: value for name, value in (("epsilon", args.attack_eps), ("num_steps", args.attack_steps),
                                                ("step_size", args.attack_step_size)) if value is not None}
+    if args.attack_eps is not None and args.attack_step_size is None:
+        defaults = inspect.signature(default_attack).parameters
+        kwargs["step_size"] = args.attack_eps * defaults["step_size"].default / defaults["epsilon"].default
     return default_attack(criterion, **kwargs)
 
 

@@ -314,7 +314,11 @@ def test_adversarial_training_then_attack_with_images(demo_data, tmp_path, capsy
 def test_attack_strength_flags_reach_the_attack():
     args = driver.get_args_parser().parse_args(["x", "-a", "--attack-eps", "0.3", "--attack-steps", "4"])
     attack = driver.build_attack(args, torch.nn.CrossEntropyLoss())
-    assert (attack.epsilon, attack.num_steps, attack.step_size) == (0.3, 4, 0.01)
+    assert (attack.epsilon, attack.num_steps) == (0.3, 4)
+    assert attack.step_size == pytest.approx(0.03), "the step scales with epsilon (starter: 0.01 per 0.1)"
+    args = driver.get_args_parser().parse_args(["x", "-a", "--attack-steps", "20", "--attack-step-size", "0.002"])
+    attack = driver.build_attack(args, torch.nn.CrossEntropyLoss())
+    assert (attack.epsilon, attack.num_steps, attack.step_size) == (0.1, 20, 0.002)
 
 
 def test_adversarial_training_is_for_cnns(demo_data, tmp_path, capsys):
