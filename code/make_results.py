@@ -318,10 +318,14 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
         write_table(out_dir, "pgd", PGD_COLUMNS, pgd, caption)
         subsets = (("pgd_epsilon", "--attack-eps", "epsilon"), ("pgd_steps", "--attack-steps", "num_steps"),
                    ("pgd_models", None, "target"))
+        step_sweeps = {(r["target"], r["epsilon"]) for r in pgd if "--attack-steps" in r["args"]}
         for stem, varied, key in subsets:
             others = {"--attack-eps", "--attack-steps"} - {varied}
-            chosen = sorted((r for r in pgd if not others & set(r["args"])),
-                            key=lambda r: (r["target"], r[key] is None, r[key] or 0))
+            if stem == "pgd_steps":  # step rows, and the default-step rows at their epsilon
+                keep = [r for r in pgd if "--attack-steps" in r["args"] or (r["target"], r["epsilon"]) in step_sweeps]
+            else:
+                keep = [r for r in pgd if not others & set(r["args"])]
+            chosen = sorted(keep, key=lambda r: (r["target"], r[key] is None, r[key] or 0))
             if chosen:
                 write_table(out_dir, stem, PGD_COLUMNS, chosen, caption)
                 files += [f"{stem}.csv", f"{stem}.md"]

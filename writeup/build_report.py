@@ -286,9 +286,6 @@ def gen_pgd_results(ctx):
         include(ctx, scale, "pgd_models.md"),
         figure(ctx, scale, "pgd_samples_pgd-simplenet.png",
                "PGD on SimpleNet: original, adversarial and (amplified) difference images"),
-        comparison(ctx, scale, "pgd_all_classes.md",
-                   "The same attack on a SimpleNet trained on a 100-class demo set, where the least-confident "
-                   "label is a class the network has seen:"),
         missing(ctx, scale, ("simplenet", "pgd-simplenet"))])
 
 
