@@ -72,22 +72,26 @@ def _autocast_args(input_feats, weight, bias):
     return tuple(cast)
 
 
-# Column-buffer budget per chunk. On CPU a chunk this small stays in cache between the
-# unfolding copy and the GEMM that reads it (and is never paged in afresh); on a GPU the
-# budget only bounds memory, so each pass stays one large GEMM.
-_COLS_CHUNK_BYTES = {"cpu": 4 * 1024 ** 2}
-_COLS_CHUNK_BYTES_DEFAULT = 1024 ** 3
+# How a pass splits its column matrix: into _COLS_CHUNKS chunks of whole samples, each
+# kept between the (min, max) bytes of its device. On CPU, a chunk of a few MiB stays in
+# cache between the unfolding copy and the GEMM that reads it and is not paged in afresh,
+# while few chunks keep the number of multi-threaded ops low (on a busy CPU each one can
+# wait a scheduler time slice for its threads). On a GPU a pass stays one large GEMM up to
+# the bound on memory.
+_COLS_CHUNKS = 4
+_COLS_CHUNK_BYTES = {"cpu": (4 * 1024 ** 2, 64 * 1024 ** 2)}
+_COLS_CHUNK_BYTES_DEFAULT = (1024 ** 3, 1024 ** 3)
 
 
 class _Im2Col:
     """im2col and col2im for one convolution on channels-last data, in chunks of whole samples.
 
     The column matrix of a chunk of B samples is (B*Ho*Wo, K*K*Ci): row (b, i, j) holds the
-    window under output pixel (i, j), columns ordered (kh, kw, ci). A chunk's columns fit
-    ``_COLS_CHUNK_BYTES`` (and have at least Co rows, so that accumulating the (Co, K*K*Ci)
-    weight gradient over chunks costs less than the chunks' GEMMs), so one buffer, allocated
-    on first use and reused by every chunk, stays in cache instead of a freshly paged-in
-    matrix the size of the whole batch. A 1x1 kernel with stride 1 and no padding on dense
+    window under output pixel (i, j), columns ordered (kh, kw, ci). A pass splits the batch
+    into ``_COLS_CHUNKS`` chunks whose columns stay within ``_COLS_CHUNK_BYTES`` and have at
+    least Co rows (so that accumulating the (Co, K*K*Ci) weight gradient over chunks costs
+    less than their GEMMs). One buffer, allocated on first use and reused by every chunk,
+    holds a chunk's columns. A 1x1 kernel with stride 1 and no padding on dense
     channels-last data needs no buffer: its columns are a view of the input, in one chunk.
     """
 
@@ -99,9 +103,11 @@ class _Im2Col:
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
         self.width = kernel_size * kernel_size * self.c
         pixels = self.ho * self.wo
-        budget = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
-        by_budget = budget // (pixels * self.width * like.element_size())
-        self.chunk = max(1, min(self.n, max(by_budget, -(-out_channels // pixels))))
+        sample_bytes = pixels * self.width * like.element_size()
+        min_bytes, max_bytes = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
+        fewest = max(min_bytes // sample_bytes, -(-out_channels // pixels))
+        most = max(1, max_bytes // sample_bytes)
+        self.chunk = max(1, min(self.n, most, max(fewest, -(-self.n // _COLS_CHUNKS))))
         self.like = like
         self.buffer = None
 
