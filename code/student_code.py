@@ -121,6 +121,7 @@ class _Im2Col:
             yield slice(start, stop), slice(start * pixels, stop * pixels)
 
     def _is_view(self, x):
+        """Whether the columns of x (B, H, W, Ci) are x itself, viewed as (B*H*W, Ci)."""
         return self.pointwise and x.is_contiguous()
 
     def scratch(self, rows):
@@ -182,7 +183,7 @@ class CustomConv2DFunction(Function):
         out_channels, _, kernel_size, _ = weight.shape
         unfold = _Im2Col((n, h, w, in_channels), out_channels, kernel_size, stride, padding, input_feats)
         x = unfold.pad(input_feats.permute(0, 2, 3, 1))  # (N, H+2p, W+2p, Ci)
-        weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows ordered as columns
+        weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows in column order
 
         output = torch.empty((n, out_channels, unfold.ho, unfold.wo), dtype=input_feats.dtype,
                              device=input_feats.device, memory_format=torch.channels_last)
@@ -219,8 +220,9 @@ class CustomConv2DFunction(Function):
                 if grad_weight.dtype == cols.dtype:
                     grad_weight.addmm_(grad_2d[rows].t(), cols)  # += (Co, B*Ho*Wo) @ (B*Ho*Wo, K*K*Ci)
                 else:
-                    grad_weight += torch.mm(grad_2d[rows].t(), cols)
-            grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1).permute(0, 3, 1, 2)  # (Co, Ci, K, K)
+                    grad_weight += torch.mm(grad_2d[rows].t(), cols)  # float32 += (Co, K*K*Ci) in fp16 / bf16
+            grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1)  # (Co, K, K, Ci)
+            grad_weight = grad_weight.permute(0, 3, 1, 2)  # (Co, Ci, K, K)
         if ctx.needs_input_grad[0]:
             weight_2d = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (Co, K*K*Ci)
             if unfold.pointwise:
@@ -229,8 +231,9 @@ class CustomConv2DFunction(Function):
                 hp, wp = h + 2 * padding, w + 2 * padding
                 grid = grad_2d.new_zeros(n, hp, wp, in_channels, dtype=accumulate_dtype)  # grad of the padded input
                 for samples, rows in unfold.chunks():
-                    grad_cols = torch.mm(grad_2d[rows], weight_2d, out=unfold.scratch(rows.stop - rows.start))
-                    unfold.col2im(grad_cols, grid[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H+2p, W+2p, Ci)
+                    grad_cols = unfold.scratch(rows.stop - rows.start)  # (B*Ho*Wo, K*K*Ci)
+                    torch.mm(grad_2d[rows], weight_2d, out=grad_cols)  # (B*Ho*Wo, Co) @ (Co, K*K*Ci)
+                    unfold.col2im(grad_cols, grid[samples])  # -> (B, H+2p, W+2p, Ci)
                 grad_x = grid[:, padding:padding + h, padding:padding + w]  # (N, H, W, Ci)
             grad_x = grad_x.permute(0, 3, 1, 2).to(grad_output.dtype)  # (N, Ci, H, W)
             grad_input = grad_x.contiguous(memory_format=torch.channels_last)  # dense (a copy when padded)
