@@ -98,7 +98,7 @@ def build_networks(name):
 def conv_layers(name, images):
     """The distinct convolutions of network ``name`` run on ``images`` (B, 3, H, W):
     dicts of their geometry, the input size they see and whether they read the image."""
-    native, _ = build_networks(name)
+    native = build_networks(name)[0].to(images.dtype)
     layers, seen = [], set()
 
     def record(module, inputs, _output, module_name):
@@ -131,14 +131,14 @@ def layer_cases(layer, batch_size, device, dtype):
     """(native, custom) cases for one convolution layer."""
     gen = torch.Generator().manual_seed(0)
     shape = (batch_size, layer["ci"], layer["h"], layer["w"])
-    images = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+    batch = torch.randn(shape, generator=gen, dtype=dtype).to(device)
     weight = (torch.randn(layer["co"], layer["ci"], layer["k"], layer["k"], generator=gen, dtype=dtype) * 0.05
               ).to(device).requires_grad_()
     bias = torch.zeros(layer["co"], dtype=dtype, device=device).requires_grad_() if layer["bias"] else None
     args = (layer["stride"], layer["padding"])
     cases = []
     for impl, conv in zip(IMPLS, (F.conv2d, custom_conv2d)):
-        x = images.clone()
+        x = batch.clone()
         if not layer["first"]:
             if impl == "custom":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -152,7 +152,7 @@ def layer_cases(layer, batch_size, device, dtype):
                 return conv(x, weight, bias, *args)
 
         cases.append(Case(infer, lambda conv=conv, x=x: conv(x, weight, bias, *args),
-                          lambda out, inputs=inputs, g=grad_output: torch.autograd.grad(out, inputs, g)))
+                          lambda out, inputs=inputs, g=grad_output: torch.autograd.grad(out, inputs, g.to(out.dtype))))
     return cases
 
 
@@ -278,13 +278,14 @@ COLUMNS = ["threads", "load", "kind", "name", "detail",
 
 def format_table(rows):
     """A markdown table of the rows: times in ms, memory in MB, ratios custom / native."""
-    header = ["threads", "load", "kind", "name", "detail", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)", "train x",
-              "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
+    header = ["threads", "load", "kind", "name", "detail", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)",
+              "train x", "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r["threads"]), f"{r['load']:.1f}", r["kind"], r["name"], r["detail"]]
         for what, unit in (("fwd", "ms"), ("train", "ms"), ("held", "mb"), ("peak", "mb")):
-            cells += [f"{r[f'native_{what}_{unit}']:.1f} / {r[f'custom_{what}_{unit}']:.1f}", f"{r[f'{what}_ratio']:.2f}"]
+            native, custom = r[f"native_{what}_{unit}"], r[f"custom_{what}_{unit}"]
+            cells += [f"{native:.1f} / {custom:.1f}", f"{r[f'{what}_ratio']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -72,22 +72,26 @@ def _autocast_args(input_feats, weight, bias):
     return tuple(cast)
 
 
-# Column-buffer budget per chunk. On CPU a chunk this small stays in cache between the
-# unfolding copy and the GEMM that reads it (and is never paged in afresh); on a GPU the
-# budget only bounds memory, so each pass stays one large GEMM.
-_COLS_CHUNK_BYTES = {"cpu": 4 * 1024 ** 2}
-_COLS_CHUNK_BYTES_DEFAULT = 1024 ** 3
+# How a pass splits its column matrix: into _COLS_CHUNKS chunks of whole samples, each
+# kept between the (min, max) bytes of its device. On CPU, a chunk of a few MiB stays in
+# cache between the unfolding copy and the GEMM that reads it and is not paged in afresh,
+# while few chunks keep the number of multi-threaded ops low (on a busy CPU each one can
+# wait a scheduler time slice for its threads). On a GPU a pass stays one large GEMM up to
+# the bound on memory.
+_COLS_CHUNKS = 4
+_COLS_CHUNK_BYTES = {"cpu": (4 * 1024 ** 2, 64 * 1024 ** 2)}
+_COLS_CHUNK_BYTES_DEFAULT = (1024 ** 3, 1024 ** 3)
 
 
 class _Im2Col:
     """im2col and col2im for one convolution on channels-last data, in chunks of whole samples.
 
     The column matrix of a chunk of B samples is (B*Ho*Wo, K*K*Ci): row (b, i, j) holds the
-    window under output pixel (i, j), columns ordered (kh, kw, ci). A chunk's columns fit
-    ``_COLS_CHUNK_BYTES`` (and have at least Co rows, so that accumulating the (Co, K*K*Ci)
-    weight gradient over chunks costs less than the chunks' GEMMs), so one buffer, allocated
-    on first use and reused by every chunk, stays in cache instead of a freshly paged-in
-    matrix the size of the whole batch. A 1x1 kernel with stride 1 and no padding on dense
+    window under output pixel (i, j), columns ordered (kh, kw, ci). A pass splits the batch
+    into ``_COLS_CHUNKS`` chunks whose columns stay within ``_COLS_CHUNK_BYTES`` and have at
+    least Co rows (so that accumulating the (Co, K*K*Ci) weight gradient over chunks costs
+    less than their GEMMs). One buffer, allocated on first use and reused by every chunk,
+    holds a chunk's columns. A 1x1 kernel with stride 1 and no padding on dense
     channels-last data needs no buffer: its columns are a view of the input, in one chunk.
     """
 
@@ -99,9 +103,11 @@ class _Im2Col:
         self.pointwise = kernel_size == 1 and stride == 1 and padding == 0
         self.width = kernel_size * kernel_size * self.c
         pixels = self.ho * self.wo
-        budget = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
-        by_budget = budget // (pixels * self.width * like.element_size())
-        self.chunk = max(1, min(self.n, max(by_budget, -(-out_channels // pixels))))
+        sample_bytes = pixels * self.width * like.element_size()
+        min_bytes, max_bytes = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
+        fewest = max(min_bytes // sample_bytes, -(-out_channels // pixels))
+        most = max(1, max_bytes // sample_bytes)
+        self.chunk = max(1, min(self.n, most, max(fewest, -(-self.n // _COLS_CHUNKS))))
         self.like = like
         self.buffer = None
 
@@ -115,6 +121,7 @@ class _Im2Col:
             yield slice(start, stop), slice(start * pixels, stop * pixels)
 
     def _is_view(self, x):
+        """Whether the columns of x (B, H, W, Ci) are x itself, viewed as (B*H*W, Ci)."""
         return self.pointwise and x.is_contiguous()
 
     def scratch(self, rows):
@@ -176,7 +183,7 @@ class CustomConv2DFunction(Function):
         out_channels, _, kernel_size, _ = weight.shape
         unfold = _Im2Col((n, h, w, in_channels), out_channels, kernel_size, stride, padding, input_feats)
         x = unfold.pad(input_feats.permute(0, 2, 3, 1))  # (N, H+2p, W+2p, Ci)
-        weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows ordered as columns
+        weight_t = weight.permute(2, 3, 1, 0).reshape(-1, out_channels)  # (K*K*Ci, Co), rows in column order
 
         output = torch.empty((n, out_channels, unfold.ho, unfold.wo), dtype=input_feats.dtype,
                              device=input_feats.device, memory_format=torch.channels_last)
@@ -213,8 +220,9 @@ class CustomConv2DFunction(Function):
                 if grad_weight.dtype == cols.dtype:
                     grad_weight.addmm_(grad_2d[rows].t(), cols)  # += (Co, B*Ho*Wo) @ (B*Ho*Wo, K*K*Ci)
                 else:
-                    grad_weight += torch.mm(grad_2d[rows].t(), cols)
-            grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1).permute(0, 3, 1, 2)  # (Co, Ci, K, K)
+                    grad_weight += torch.mm(grad_2d[rows].t(), cols)  # float32 += (Co, K*K*Ci) in fp16 / bf16
+            grad_weight = grad_weight.view(out_channels, kernel_size, kernel_size, -1)  # (Co, K, K, Ci)
+            grad_weight = grad_weight.permute(0, 3, 1, 2)  # (Co, Ci, K, K)
         if ctx.needs_input_grad[0]:
             weight_2d = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (Co, K*K*Ci)
             if unfold.pointwise:
@@ -223,8 +231,9 @@ class CustomConv2DFunction(Function):
                 hp, wp = h + 2 * padding, w + 2 * padding
                 grid = grad_2d.new_zeros(n, hp, wp, in_channels, dtype=accumulate_dtype)  # grad of the padded input
                 for samples, rows in unfold.chunks():
-                    grad_cols = torch.mm(grad_2d[rows], weight_2d, out=unfold.scratch(rows.stop - rows.start))
-                    unfold.col2im(grad_cols, grid[samples])  # (B*Ho*Wo, K*K*Ci) -> (B, H+2p, W+2p, Ci)
+                    grad_cols = unfold.scratch(rows.stop - rows.start)  # (B*Ho*Wo, K*K*Ci)
+                    torch.mm(grad_2d[rows], weight_2d, out=grad_cols)  # (B*Ho*Wo, Co) @ (Co, K*K*Ci)
+                    unfold.col2im(grad_cols, grid[samples])  # -> (B, H+2p, W+2p, Ci)
                 grad_x = grid[:, padding:padding + h, padding:padding + w]  # (N, H, W, Ci)
             grad_x = grad_x.permute(0, 3, 1, 2).to(grad_output.dtype)  # (N, Ci, H, W)
             grad_input = grad_x.contiguous(memory_format=torch.channels_last)  # dense (a copy when padded)

@@ -57,11 +57,11 @@ def assert_matches_native(x, weight, bias, stride, padding, **tol):
         torch.testing.assert_close(grad, ref_grad, **tol)
 
 
-@pytest.fixture(params=["whole batch", "smallest chunks"])
+@pytest.fixture(params=["whole batch", "one sample per chunk"])
 def chunking(request, monkeypatch):
-    """Run the test with the whole batch in one column chunk, then in the smallest chunks (one sample, or the fewest with Co rows)."""
-    if request.param == "smallest chunks":
-        monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", 1)
+    """Run the test with the whole batch in one column chunk, then with one sample per chunk."""
+    if request.param == "one sample per chunk":
+        monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", (1, 1))
     return request.param
 
 
@@ -82,7 +82,7 @@ def test_partial_last_chunk_matches_native(monkeypatch):
     s = dict(n=5, in_channels=3, out_channels=4, height=7, width=6, kernel_size=3, stride=1, padding=1,
              bias=True, channels_last=False)
     sample_bytes = 7 * 6 * 3 * 3 * 3 * 8  # Ho * Wo * K * K * Ci * float64: chunks of 2, 2 and 1 samples
-    monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", 2 * sample_bytes)
+    monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", (2 * sample_bytes, 2 * sample_bytes))
     assert_matches_native(*make_tensors(s), s["stride"], s["padding"], **TIGHT)
 
 
