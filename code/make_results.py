@@ -20,6 +20,7 @@ import io
 import json
 import os
 import statistics
+import textwrap
 
 import matplotlib
 
@@ -184,6 +185,22 @@ def crop_grid_rows(image, rows, cell=130, pad=2):
     return image[:rows * cell + pad]
 
 
+def plot_pgd_sweep(rows, key, xlabel, title, path):
+    """PGD top-1 against ``key`` (epsilon or num_steps), one line per attacked model."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for target in sorted({r["target"] for r in rows}):
+        points = sorted((r[key], r["acc1"]) for r in rows if r["target"] == target and r[key] is not None)
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=target)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 under PGD (%)")
+    ax.set_title(textwrap.fill(title, 80), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_adversarial(images, title, path, rows=3):
     """Original / adversarial / difference grids (from main.py's -a -v) stacked in one figure."""
     missing = [tag for tag, _ in IMAGE_TAGS if tag not in images]
@@ -329,6 +346,10 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
             if chosen:
                 write_table(out_dir, stem, PGD_COLUMNS, chosen, caption)
                 files += [f"{stem}.csv", f"{stem}.md"]
+            if chosen and stem != "pgd_models":
+                plot_pgd_sweep(chosen, key, key.replace("num_", "PGD ").replace("_", " "),
+                               provenance(chosen), os.path.join(out_dir, f"{stem}.png"))
+                files.append(f"{stem}.png")
         files += ["pgd.csv", "pgd.md"]
     for s in attacks:
         if s.get("run_dir"):

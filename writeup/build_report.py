@@ -297,6 +297,8 @@ def gen_pgd_sweeps(ctx):
         include(ctx, scale, "pgd_epsilon.md"),
         "Number of steps (the epsilon of each row is in the table):" if include(ctx, scale, "pgd_steps.md") else "",
         include(ctx, scale, "pgd_steps.md"),
+        figure(ctx, scale, "pgd_epsilon.png", "Accuracy under PGD against epsilon"),
+        figure(ctx, scale, "pgd_steps.png", "Accuracy under PGD against the number of steps"),
         missing(ctx, scale, sweeps)])
 
 

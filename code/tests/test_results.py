@@ -155,7 +155,8 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps0.02", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
-    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png"):
+    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png", "pgd_epsilon.png",
+                 "pgd_steps.png"):
         assert plt.imread(str(out / "demo" / name)).shape[2] in (3, 4), name
     assert not (out / "demo" / "curves_cnn.png").exists()
     assert summary["not_run"] == ["- `cnn` skipped: main.py does not accept these flags yet (x)"]
