@@ -6,13 +6,13 @@ textbook PGD in eval mode, then run once in training mode on the mixed batch.
 """
 import copy
 import json
-import math
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stripes import stripe_images
 from student_code import IMAGENET_MEAN, IMAGENET_STD, AdversarialTrainingMixin, PGDAttack, SimpleNet
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
@@ -33,17 +33,8 @@ def one_thread():
 
 
 def stripe_batch(n, num_classes=4, size=16, seed=0):
-    """Normalized images (n, 3, size, size) and labels (n,): class k shows faint stripes at angle
-    k * pi / num_classes under a random tint and noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % num_classes
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    angle = (labels.float() * math.pi / num_classes).view(-1, 1, 1)  # (n, 1, 1)
-    phase = torch.rand(n, 1, 1, generator=g) * 2 * math.pi
-    wave = torch.sin(0.6 * (xx * torch.cos(angle) + yy * torch.sin(angle)) + phase)  # (n, size, size)
-    tint = torch.rand(n, 3, 1, 1, generator=g) * 0.3 - 0.15
-    noise = 0.05 * torch.randn(n, 3, size, size, generator=g)
-    pixels = (0.5 + 0.05 * wave.unsqueeze(1) + tint + noise).clamp(0, 1)
+    """Normalized stripe images (n, 3, size, size) and labels (n,), see stripes.stripe_images."""
+    pixels, labels = stripe_images(n, num_classes, size, seed)
     return (pixels - MEAN) / STD, labels
 
 

@@ -3,7 +3,6 @@
 The attack is checked on a small CNN (with BatchNorm and dropout, so that the model's mode
 matters) that this module trains itself on faint oriented stripes, on CPU, in about a second.
 """
-import math
 import weakref
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stripes import stripe_images
 from student_code import (IMAGENET_MEAN, IMAGENET_STD, PGDAttack, default_attack, default_visfunction,
                           vis_adversarial, vis_grid)
 
@@ -19,21 +19,6 @@ STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
 LOW = (0.0 - MEAN) / STD  # (1, 3, 1, 1): valid range of a normalized [0, 1] image
 HIGH = (1.0 - MEAN) / STD
 EPS = 0.1
-
-
-def stripe_images(n, num_classes=4, size=16, seed=0):
-    """n pixel images (n, 3, size, size) in [0, 1] and labels (n,): class k shows faint stripes at
-    angle k * pi / num_classes under a random tint and noise, so a CNN learns them fast but
-    with small margins."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % num_classes
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    angle = (labels.float() * math.pi / num_classes).view(-1, 1, 1)  # (n, 1, 1)
-    phase = torch.rand(n, 1, 1, generator=g) * 2 * math.pi
-    wave = torch.sin(0.6 * (xx * torch.cos(angle) + yy * torch.sin(angle)) + phase)  # (n, size, size)
-    tint = torch.rand(n, 3, 1, 1, generator=g) * 0.3 - 0.15
-    noise = 0.05 * torch.randn(n, 3, size, size, generator=g)
-    return (0.5 + 0.05 * wave.unsqueeze(1) + tint + noise).clamp(0, 1), labels
 
 
 def normalize(pixels):
