@@ -86,6 +86,22 @@ def test_partial_last_chunk_matches_native(monkeypatch):
     assert_matches_native(*make_tensors(s), s["stride"], s["padding"], **TIGHT)
 
 
+def test_chunking_follows_thread_count_and_results_match_native():
+    s = dict(n=8, in_channels=64, out_channels=16, height=32, width=32, kernel_size=3, stride=1, padding=1,
+             bias=True, channels_last=True)
+    x, weight, bias = make_tensors(s)  # float64 columns: 32*32*576*8 bytes = 4.7 MB per sample
+    threads = torch.get_num_threads()
+    try:
+        chunks = {}
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            chunks[count] = student_code._Im2Col((8, 32, 32, 64), 16, 3, 1, 1, x).chunk
+            assert_matches_native(x, weight, bias, 1, 1, **TIGHT)
+    finally:
+        torch.set_num_threads(threads)
+    assert chunks == {1: 1, 2: 2}  # one cache-sized sample per chunk; several threads: 4 chunks per pass
+
+
 @pytest.mark.parametrize("n, ci, co, h, w, k, stride, padding, bias", [
     (2, 3, 4, 7, 7, 3, 1, 1, True),
     (1, 2, 3, 6, 9, 3, 2, 0, False),
