@@ -72,12 +72,12 @@ def _autocast_args(input_feats, weight, bias):
     return tuple(cast)
 
 
-# How a pass splits its column matrix: into _COLS_CHUNKS chunks of whole samples, each
-# kept between the (min, max) bytes of its device. On CPU, a chunk of a few MiB stays in
-# cache between the unfolding copy and the GEMM that reads it and is not paged in afresh,
-# while few chunks keep the number of multi-threaded ops low (on a busy CPU each one can
-# wait a scheduler time slice for its threads). On a GPU a pass stays one large GEMM up to
-# the bound on memory.
+# How a pass splits its column matrix into chunks of whole samples, each kept between the
+# (min, max) bytes of its device. On CPU, a chunk of a few MiB stays in cache between the
+# unfolding copy and the GEMM that reads it, and is not paged in afresh. With several
+# threads, every multi-threaded op of a chunk ends in a barrier that, on a busy CPU, can wait
+# a scheduler time slice; so a pass then uses at most _COLS_CHUNKS chunks. On a GPU a pass
+# stays one large GEMM up to the bound on memory.
 _COLS_CHUNKS = 4
 _COLS_CHUNK_BYTES = {"cpu": (4 * 1024 ** 2, 64 * 1024 ** 2)}
 _COLS_CHUNK_BYTES_DEFAULT = (1024 ** 3, 1024 ** 3)
@@ -88,11 +88,12 @@ class _Im2Col:
 
     The column matrix of a chunk of B samples is (B*Ho*Wo, K*K*Ci): row (b, i, j) holds the
     window under output pixel (i, j), columns ordered (kh, kw, ci). A pass splits the batch
-    into ``_COLS_CHUNKS`` chunks whose columns stay within ``_COLS_CHUNK_BYTES`` and have at
-    least Co rows (so that accumulating the (Co, K*K*Ci) weight gradient over chunks costs
-    less than their GEMMs). One buffer, allocated on first use and reused by every chunk,
-    holds a chunk's columns. A 1x1 kernel with stride 1 and no padding on dense
-    channels-last data needs no buffer: its columns are a view of the input, in one chunk.
+    into chunks whose columns stay within ``_COLS_CHUNK_BYTES`` (at most ``_COLS_CHUNKS`` of
+    them with several threads) and have at least Co rows (so that accumulating the
+    (Co, K*K*Ci) weight gradient over chunks costs less than their GEMMs). One buffer,
+    allocated on first use and reused by every chunk, holds a chunk's columns. A 1x1 kernel
+    with stride 1 and no padding on dense channels-last data needs no buffer: its columns
+    are a view of the input, in one chunk.
     """
 
     def __init__(self, input_size, out_channels, kernel_size, stride, padding, like):
@@ -107,7 +108,8 @@ class _Im2Col:
         min_bytes, max_bytes = _COLS_CHUNK_BYTES.get(like.device.type, _COLS_CHUNK_BYTES_DEFAULT)
         fewest = max(min_bytes // sample_bytes, -(-out_channels // pixels))
         most = max(1, max_bytes // sample_bytes)
-        self.chunk = max(1, min(self.n, most, max(fewest, -(-self.n // _COLS_CHUNKS))))
+        count = _COLS_CHUNKS if torch.get_num_threads() > 1 else self.n  # most chunks per pass
+        self.chunk = max(1, min(self.n, most, max(fewest, -(-self.n // count))))
         self.like = like
         self.buffer = None
 

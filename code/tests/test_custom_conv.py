@@ -86,6 +86,22 @@ def test_partial_last_chunk_matches_native(monkeypatch):
     assert_matches_native(*make_tensors(s), s["stride"], s["padding"], **TIGHT)
 
 
+def test_chunking_follows_thread_count_and_results_match_native():
+    s = dict(n=8, in_channels=64, out_channels=16, height=32, width=32, kernel_size=3, stride=1, padding=1,
+             bias=True, channels_last=True)
+    x, weight, bias = make_tensors(s)  # float64 columns: 32*32*576*8 bytes = 4.7 MB per sample
+    threads = torch.get_num_threads()
+    try:
+        chunks = {}
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            chunks[count] = student_code._Im2Col((8, 32, 32, 64), 16, 3, 1, 1, x).chunk
+            assert_matches_native(x, weight, bias, 1, 1, **TIGHT)
+    finally:
+        torch.set_num_threads(threads)
+    assert chunks == {1: 1, 2: 2}  # one cache-sized sample per chunk; several threads: 4 chunks per pass
+
+
 @pytest.mark.parametrize("n, ci, co, h, w, k, stride, padding, bias", [
     (2, 3, 4, 7, 7, 3, 1, 1, True),
     (1, 2, 3, 6, 9, 3, 2, 0, False),
@@ -106,26 +122,27 @@ def test_grads_only_for_inputs_that_need_them(monkeypatch):
              bias=True, channels_last=False)
     x, weight, bias = make_tensors(s)
     calls = []
-    monkeypatch.setattr(student_code._Im2Col, "im2col", lambda self, x, f=student_code._Im2Col.im2col: (
-        calls.append(x.shape), f(self, x))[1])
-    monkeypatch.setattr(student_code._Im2Col, "col2im", lambda self, cols, out: pytest.fail("col2im ran"))
-    x.requires_grad_(False)
-    output = custom_conv2d(x, weight, bias, 1, 1)
-    calls.clear()
-    grads = torch.autograd.grad(output.sum(), [weight, bias])
-    assert len(calls) == 1  # the weight gradient unfolds the input once; no fold for the input
-    ref_grads = torch.autograd.grad(native_conv(x, weight, bias, 1, 1).sum(), [weight, bias])
-    for grad, ref_grad in zip(grads, ref_grads):
-        torch.testing.assert_close(grad, ref_grad, **TIGHT)
 
-    x.requires_grad_(True)
-    weight.requires_grad_(False)
-    output = custom_conv2d(x, weight, None, 1, 1)
-    monkeypatch.setattr(student_code._Im2Col, "col2im", lambda self, cols, out: out.fill_(7.0))
-    calls.clear()
-    (grad_x,) = torch.autograd.grad(output.sum(), [x])
-    assert calls == []  # no weight gradient: the input is not unfolded again
-    assert bool((grad_x == 7.0).all())
+    def counted(method):
+        def wrapper(self, *args):
+            calls.append(method.__name__)
+            return method(self, *args)
+        return wrapper
+
+    for name in ("im2col", "col2im"):
+        monkeypatch.setattr(student_code._Im2Col, name, counted(getattr(student_code._Im2Col, name)))
+
+    for needs_grad in ([weight, bias], [x]):
+        for t in (x, weight, bias):
+            t.requires_grad_(any(t is u for u in needs_grad))
+        output = custom_conv2d(x, weight, bias, 1, 1)
+        calls.clear()
+        grads = torch.autograd.grad(output.sum(), needs_grad)
+        ref_grads = torch.autograd.grad(native_conv(x, weight, bias, 1, 1).sum(), needs_grad)
+        for grad, ref_grad in zip(grads, ref_grads):
+            torch.testing.assert_close(grad, ref_grad, **TIGHT)
+        # weight gradient: the input is unfolded again, nothing folded; input gradient: the reverse
+        assert calls == (["im2col"] if needs_grad[0] is weight else ["col2im"])
 
 
 def test_output_is_safe_for_inplace_relu():
