@@ -14,19 +14,28 @@ import torch
 
 import main as driver
 
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @torch.no_grad()
-def correct_per_image(path, data_folder, workers):
-    """(model_arch, bool tensor (N,)): which val images the checkpoint's model gets right."""
+def correct_per_image(path, data_folder, workers, device):
+    """(model_arch, bool tensor (N,) on the CPU): which val images the checkpoint's model gets
+    right, evaluated in float32 on ``device``."""
     ckpt = driver.load_checkpoint(path)
     model = driver.build_model(ckpt["model_config"])
     driver.load_model_state(model, ckpt["state_dict"], path)
-    model.eval()
+    model.to(device).eval()
     args = driver.get_args_parser().parse_args([data_folder, "-j", str(workers)])
     args.rank, args.world_size = 0, 1
-    _, loader = driver.build_loaders(args, torch.device("cpu"), need_train=False)
-    hits = [model(images).argmax(1).eq(target) for images, target in loader]
+    _, loader = driver.build_loaders(args, device, need_train=False)
+    hits = [model(images.to(device)).argmax(1).eq(target.to(device)).cpu() for images, target in loader]
     return ckpt["model_arch"], torch.cat(hits)
+
+
+def shown_path(path):
+    """``path`` relative to the repository root when it lies inside it, else absolute."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, REPO_DIR) if path.startswith(REPO_DIR + os.sep) else path
 
 
 def paired_bootstrap(hits_a, hits_b, samples=10000, seed=0):
@@ -46,11 +55,13 @@ def main(argv=None):
     parser.add_argument("checkpoint_b")
     parser.add_argument("-o", "--output", help="also write the result as Markdown to this file")
     parser.add_argument("-j", "--workers", type=int, default=2)
+    parser.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
     args = parser.parse_args(argv)
     try:
         is_demo = driver.check_data_folder(args.data_folder)
-        name_a, hits_a = correct_per_image(args.checkpoint_a, args.data_folder, args.workers)
-        name_b, hits_b = correct_per_image(args.checkpoint_b, args.data_folder, args.workers)
+        device = driver.resolve_device(args.gpu)
+        name_a, hits_a = correct_per_image(args.checkpoint_a, args.data_folder, args.workers, device)
+        name_b, hits_b = correct_per_image(args.checkpoint_b, args.data_folder, args.workers, device)
     except driver.UserError as e:
         sys.exit(f"error: {e}")
     diff, (low, high) = paired_bootstrap(hits_a, hits_b)
@@ -61,7 +72,7 @@ def main(argv=None):
     print(text, end="")
     if args.output:
         with open(args.output, "w") as f:
-            f.write(f"A: `{os.path.relpath(args.checkpoint_a)}`  \nB: `{os.path.relpath(args.checkpoint_b)}`\n\n{text}")
+            f.write(f"A: `{shown_path(args.checkpoint_a)}`  \nB: `{shown_path(args.checkpoint_b)}`\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ fpdf2, fonts from matplotlib; no LaTeX). A scale without results gets a placehol
 says which command measures it; demo-set numbers only ever appear under the demo headings.
 """
 import argparse
+import glob
 import html
 import inspect
 import json
@@ -105,13 +106,22 @@ def include(ctx, scale, name):
 
 
 def comparison(ctx, scale, name, title):
-    """A compare_checkpoints.py result (results/<scale>/<name>, written by hand, not by
-    make_results.py) under ``title``, or '' when it was not run."""
+    """A file of results/<scale>/ that make_results.py does not write (run_experiments.py's
+    compare_checkpoints.py intervals, seed_study.py's tables) under ``title``, or '' when absent."""
     path = os.path.join(ctx.results, scale, name)
     if not os.path.isfile(path):
         return ""
     with open(path) as f:
         return f"{title}\n\n{f.read().strip()}"
+
+
+def seed_studies(ctx, scale, a, b, title):
+    """Every seed_study.py table of rows ``a`` and ``b`` at ``scale`` (results/<scale>/
+    seeds_<a>_vs_<b>.md, then the _x<K> ones in order of K), each under ``title``."""
+    found = glob.glob(os.path.join(glob.escape(os.path.join(ctx.results, scale)), f"seeds_{a}_vs_{b}*.md"))
+    pattern = re.compile(rf"seeds_{re.escape(a)}_vs_{re.escape(b)}(?:_x(\d+))?\.md$")
+    studies = sorted((int(m.group(1) or 1), os.path.basename(p)) for p in found if (m := pattern.search(p)))
+    return [comparison(ctx, scale, name, title) for _, name in studies]
 
 
 def per_scale(ctx, render):
@@ -186,8 +196,10 @@ def gen_provenance(ctx):
         finished = [s for s in summary["statuses"] if s["status"] == "finished"]
         hardware = sorted({s["hardware"] for s in finished})
         latest = max((s["recorded_at"] for s in summary["statuses"] if "recorded_at" in s), default="unknown")
+        minutes = sum(s.get("seconds") or 0 for s in finished) / 60
         lines.append(f"- **{heading}:** {len(finished)} of {len(EXPERIMENTS)} experiments finished (last recorded "
-                     f"{latest}). Data: {'; '.join(summary['data'])}. Hardware: {'; '.join(hardware) or 'none'}.")
+                     f"{latest}; {minutes:.0f} min of recorded run time). Data: {'; '.join(summary['data'])}. "
+                     f"Hardware: {'; '.join(hardware) or 'none'}.")
     bench = os.path.join(ctx.results, "conv_benchmark.md")
     if os.path.isfile(bench):
         lines.append("- **Convolution layer benchmark:** `results/conv_benchmark.md` (`code/bench_conv.py`) "
@@ -244,6 +256,7 @@ def gen_cnn_results(ctx):
         figure(ctx, scale, "compare_cnn.png", "SimpleNet, improved CNN and ResNet18: losses and val accuracy"),
         figure(ctx, scale, "curves_cnn.png", "Improved CNN: loss, learning rate, top-1 and top-5 per epoch"),
         comparison(ctx, scale, "ci_cnn.md", "Paired bootstrap, SimpleNet (A) against the improved CNN (B):"),
+        *seed_studies(ctx, scale, "simplenet", "cnn", "Several seeds, SimpleNet against the improved CNN:"),
         missing(ctx, scale, ("simplenet", "cnn", "resnet18"))])
 
 
@@ -269,6 +282,7 @@ def gen_vit_results(ctx):
         figure(ctx, scale, "compare_vit.png", "SimpleViT, improved ViT and improved CNN: losses and val accuracy"),
         figure(ctx, scale, "curves_vit.png", "Improved ViT: loss, learning rate, top-1 and top-5 per epoch"),
         comparison(ctx, scale, "ci_vit.md", "Paired bootstrap, SimpleViT (A) against the improved ViT (B):"),
+        *seed_studies(ctx, scale, "simplevit", "vit", "Several seeds, SimpleViT against the improved ViT:"),
         missing(ctx, scale, ("simplevit", "vit"))])
 
 

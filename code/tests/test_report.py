@@ -148,3 +148,15 @@ def test_hand_in_zip_holds_the_report_and_no_logs_or_data(repo, tmp_path):
     assert {n.split("/")[0] for n in names} == {"code", "writeup", "results"}
     assert not [n for n in names if n.endswith((".pth.tar", ".jpg")) or "tfevents" in n]
     assert (root / "logs").is_dir() and (root / "data").is_dir(), "they existed and were left out"
+
+
+def test_provenance_sums_the_recorded_run_time(tmp_path):
+    def status(name, state, seconds):
+        return {"name": name, "status": state, "seconds": seconds, "hardware": "2-core CPU", "demo_data": True,
+                "recorded_at": f"2026-01-01T00:0{len(name)}:00"}
+    demo = {"data": ["demo set"], "statuses": [status("a", "finished", 600.0), status("bb", "finished", 1200.0),
+                                               status("ccc", "failed", 9000.0), status("d", "finished", None)]}
+    ctx = build_report.Context(str(tmp_path), str(tmp_path), {"full": None, "demo": demo})
+    line = build_report.gen_provenance(ctx).splitlines()[1]
+    assert line.startswith(f"- **Demo set (synthetic, not MiniPlaces):** 3 of {len(runner.EXPERIMENTS)} "
+                           "experiments finished (last recorded 2026-01-01T00:03:00; 30 min of recorded run time)")

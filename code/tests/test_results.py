@@ -326,3 +326,23 @@ def test_runner_command_line_lists_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     for exp in runner.EXPERIMENTS:
         assert re.search(rf"^{re.escape(exp.name)} +not run$", out, re.M), exp.name
+
+
+def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
+    run, _ = real_run
+    logs, out = tmp_path / "logs" / "demo", tmp_path / "results" / "demo"
+    for name, state in (("base", "finished"), ("same", "finished"), ("cut", "failed")):
+        (logs / name).mkdir(parents=True)
+        with open(logs / name / "status.json", "w") as f:
+            json.dump({"name": name, "status": state, "run_dir": os.path.basename(run)}, f)
+        (logs / name / os.path.basename(run)).symlink_to(run)
+    out.mkdir(parents=True)
+    (out / "ci_stale.md").write_text("an interval of runs that are gone")
+    done = runner.write_comparisons(demo_data, str(logs), str(out), (
+        ("ci_same.md", "base", "same"), ("ci_stale.md", "base", "cut"), ("ci_none.md", "base", "nothing")))
+    assert done == {"ci_same.md": "written", "ci_stale.md": "removed", "ci_none.md": "not run"}
+    text = (out / "ci_same.md").read_text()
+    best = os.path.join(str(logs), "same", os.path.basename(run), "models", "model_best.pth.tar")
+    assert f"B: `{best}`" in text and "16 images" in text, "outside the repository: absolute paths"
+    assert "difference +0.0 points, 95% paired-bootstrap interval [+0.0, +0.0]" in text, "one model against itself"
+    assert sorted(os.listdir(out)) == ["ci_same.md"]

@@ -1,0 +1,91 @@
+"""seed_study.py: the t quantile, the paired summary, and a real two-row, two-seed study."""
+import math
+import os
+import sys
+
+import pytest
+
+import run_experiments as runner
+import seed_study
+from run_experiments import Experiment
+
+TINY = ("--epochs", "1", "--warmup", "0", "-b", "16", "-j", "0", "-p", "2")
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
+def test_student_t_quantile_matches_the_tables(df, expected):
+    assert seed_study.student_t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+
+
+def test_student_t_quantile_tends_to_the_normal():
+    assert seed_study.student_t_quantile(0.5, 3) == pytest.approx(0.0, abs=1e-9)
+    assert seed_study.student_t_quantile(0.975, 10000) == pytest.approx(1.95996, abs=1e-3)
+
+
+def test_summary_of_paired_seeds():
+    s = seed_study.summarize([50.0, 60.0, 70.0], [52.0, 64.0, 76.0])
+    assert (s["n"], s["mean_a"], s["mean_b"], s["mean_diff"], s["wins_b"]) == (3, 60.0, 64.0, 4.0, 3)
+    half = seed_study.student_t_quantile(0.975, 2) * 2.0 / math.sqrt(3)  # sd of (2, 4, 6) is 2
+    assert s["interval"] == pytest.approx((4.0 - half, 4.0 + half))
+    assert s["interval"][0] < 0 < s["interval"][1], "three seeds of a noisy gain: the interval holds 0"
+    one = seed_study.summarize([50.0], [49.0])
+    assert one["interval"] is None and one["wins_b"] == 0 and one["sd_a"] == 0.0
+    with pytest.raises(ValueError):
+        seed_study.summarize([1.0, 2.0], [1.0])
+
+
+def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
+    rows = (Experiment("small", "I.2", "SimpleNet", ("--arch", "simplenet", "--lr", "0.01", *TINY), TINY),
+            Experiment("big", "I.2", "SimpleNet, higher lr", ("--arch", "simplenet", "--lr", "0.05", *TINY), TINY))
+    acc, data_label, hardware = seed_study.run_study(rows, [3, 4], "demo", demo_data, str(tmp_path))
+    log_root = tmp_path / "logs" / "demo" / "seeds"
+    assert sorted(os.listdir(log_root)) == ["big-seed3", "big-seed4", "small-seed3", "small-seed4"]
+    for name in ("small", "big"):
+        for i, seed in enumerate((3, 4)):
+            status = runner.read_status(str(log_root / f"{name}-seed{seed}"))
+            assert status["args"][-2:] == ["--seed", str(seed)] and status["status"] == "finished"
+            assert acc[name][i] == seed_study.best_top1(str(log_root), f"{name}-seed{seed}")
+    assert all(0 <= a <= 100 for a in acc["small"] + acc["big"])
+    assert acc["small"][0] != acc["small"][1] or acc["big"][0] != acc["big"][1], "seeds change the runs"
+    text = seed_study.write_report(str(tmp_path / "results" / "demo"), rows, [3, 4], acc, data_label, hardware,
+                                   "demo")
+    assert "demo set" in data_label and "Data: demo set" in text and "CPU" in text
+    assert f"| 3 | {acc['small'][0]:.2f} | {acc['big'][0]:.2f} |" in text and "better in" in text
+    assert (tmp_path / "results" / "demo" / "seeds_small_vs_big.csv").read_text().count("\n") == 3
+    before = (log_root / "small-seed3" / "stdout.log").read_text()
+    again, _, _ = seed_study.run_study(rows, [3, 4], "demo", demo_data, str(tmp_path))
+    assert again == acc and (log_root / "small-seed3" / "stdout.log").read_text() == before, "nothing retrained"
+
+
+def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path):
+    for argv in (["--demo", "simplenet", "pgd-simplenet"], ["--demo", "simplenet", "nosuchrow"],
+                 ["--demo", "simplenet", "cnn", "--seeds", "1", "1"], ["--demo", "cnn", "cnn"],
+                 ["--demo", "simplenet", "cnn", "--epochs-factor", "0"]):
+        with pytest.raises(SystemExit) as e:
+            seed_study.main([*argv, "--root", str(tmp_path), "--data", str(tmp_path / "data")])
+        assert str(e.value.code).startswith("error: "), argv
+    assert not os.path.exists(tmp_path / "logs"), "refused before anything ran"
+
+
+def test_epochs_factor_scales_both_scales_and_names_the_runs():
+    row = Experiment("cnn", "I.2", "CNN", ("--arch", "cnn", "--epochs", "4", "--lr", "0.05"), ("--epochs", "60"))
+    same = seed_study.seeded(row, 7)
+    assert same.name == "cnn-seed7" and same.demo == (*row.demo, "--seed", "7")
+    assert same.full == ("--epochs", "60", "--seed", "7")
+    twice = seed_study.seeded(row, 7, factor=2)
+    assert twice.name == "cnn-x2-seed7" and twice.demo == ("--arch", "cnn", "--epochs", "8", "--lr", "0.05",
+                                                           "--seed", "7")
+    assert twice.full == ("--epochs", "120", "--seed", "7")
+
+
+def test_report_lists_every_study_of_a_pair_in_order_of_budget(tmp_path):
+    sys.path.insert(0, os.path.join(runner.REPO_DIR, "writeup"))
+    import build_report
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    for name in ("seeds_a_vs_b_x10.md", "seeds_a_vs_b.md", "seeds_a_vs_b_x2.md", "seeds_a_vs_bc.md", "seeds_b_vs_a.md"):
+        (out / name).write_text(name)
+    ctx = build_report.Context(str(tmp_path), str(tmp_path), {"demo": {}})
+    assert build_report.seed_studies(ctx, "demo", "a", "b", "T:") == [
+        "T:\n\nseeds_a_vs_b.md", "T:\n\nseeds_a_vs_b_x2.md", "T:\n\nseeds_a_vs_b_x10.md"]
