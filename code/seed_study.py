@@ -1,16 +1,17 @@
 """Train two rows of run_experiments.py's table with several seeds and compare them.
 
-    python seed_study.py --demo simplenet cnn --seeds 1 2 3 4 5
-    python seed_study.py --demo simplenet cnn --epochs-factor 2   # both rows twice the epochs
-    python seed_study.py --full simplenet cnn --seeds 1 2 3      # MiniPlaces, a GPU job
+    python seed_study.py --demo simplenet cnn --seeds 1 2 3 4 5   # the rows' epochs
+    python seed_study.py --demo simplenet cnn --epochs-factor 2    # both rows twice their epochs
+    python seed_study.py --demo simplenet cnn --epochs 10 8        # epochs of A and of B
+    python seed_study.py --full simplenet cnn --seeds 1 2 3       # MiniPlaces, a GPU job
 
-Each (row, seed) is the row's main.py flags at that scale with ``--seed S`` added (and its
-``--epochs`` times K with ``--epochs-factor K``, which keeps the rows' budgets equal), run by
-run_experiments.run_one into ``<root>/logs/<scale>/seeds/<row>[-x<K>]-seed<S>/`` (resumable:
-finished runs are skipped, interrupted ones resume). The per-seed best val top-1 of both rows,
-their paired differences (B - A), the mean difference with a 95% Student-t interval over the
-seeds and the number of seeds B wins go to ``<root>/results/<scale>/seeds_<A>_vs_<B>[_x<K>].md``
-and ``.csv``.
+Each (row, seed, epochs) is the row's main.py flags at that scale with ``--epochs E`` and
+``--seed S``, run by run_experiments.run_one into ``<root>/logs/<scale>/seeds/<row>-e<E>-seed<S>/``
+(resumable: finished runs are skipped, interrupted ones resume, and studies that ask for the
+same run share it). ``--epochs-factor K`` keeps the rows' budget ratio; ``--epochs`` sets each.
+The per-seed best val top-1 of both rows, their paired differences (B - A), the mean difference
+with a 95% Student-t interval over the seeds and the number of seeds B wins go to
+``<root>/results/<scale>/seeds_<A>_vs_<B>_e<EA>-<EB>.md`` and ``.csv``.
 compare_checkpoints.py's bootstrap covers only which val images were drawn; this interval also
 covers the randomness of training (initialization, data order, augmentation).
 """
@@ -72,26 +73,31 @@ def best_top1(log_root, name):
     return float(ckpt["best_acc1"])
 
 
-def seeded(exp, seed, factor=1):
-    """The row ``exp`` as ``<name>-seed<S>`` with ``--seed S`` appended at both scales; with
-    ``factor`` K > 1 as ``<name>-x<K>-seed<S>`` with its ``--epochs`` multiplied by K."""
-    def flags(args):
+def row_epochs(exp, scale):
+    """The ``--epochs`` of row ``exp`` at ``scale``."""
+    return int(runner.flag_value(getattr(exp, scale), "--epochs"))
+
+
+def seeded(exp, seed, epochs, scale):
+    """The row ``exp`` as ``<name>-e<E>-seed<S>``: at ``scale`` its ``--epochs`` set to E and
+    ``--seed S`` appended (the other scale's flags get only the seed)."""
+    def flags(args, e):
         args = list(args)
-        i = args.index("--epochs") + 1
-        args[i] = str(int(args[i]) * factor)
+        args[args.index("--epochs") + 1] = str(e)
         return (*args, "--seed", str(seed))
 
-    tag = f"-x{factor}" if factor > 1 else ""
-    return dataclasses.replace(exp, name=f"{exp.name}{tag}-seed{seed}", demo=flags(exp.demo), full=flags(exp.full))
+    other = "full" if scale == "demo" else "demo"
+    return dataclasses.replace(exp, name=f"{exp.name}-e{epochs}-seed{seed}", **{
+        scale: flags(getattr(exp, scale), epochs), other: flags(getattr(exp, other), row_epochs(exp, other))})
 
 
-def run_study(rows, seeds, scale, data_dir, root, resnet18_weights=None, main_py=runner.MAIN_PY, factor=1):
-    """Train every (row, seed) at ``factor`` times the row's epochs; returns (per-row accuracies
+def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None, main_py=runner.MAIN_PY):
+    """Train every (row, seed), row i for ``epochs[i]`` epochs; returns (per-row accuracies
     {name: [top-1 per seed]}, data label, hardware) or raises RunnerError naming the runs that did
     not finish."""
     log_root = os.path.join(root, "logs", scale, "seeds")
     data = runner.prepare_data(data_dir, scale)
-    table = tuple((row.name, seeded(row, s, factor)) for row in rows for s in seeds)
+    table = tuple((row.name, seeded(row, s, e, scale)) for row, e in zip(rows, epochs) for s in seeds)
     runner.check_table([exp for _, exp in table])
     acc, failed, hardware = {row.name: [] for row in rows}, [], set()
     for row, exp in table:
@@ -109,12 +115,15 @@ def run_study(rows, seeds, scale, data_dir, root, resnet18_weights=None, main_py
     return acc, data[1], "; ".join(sorted(hardware))
 
 
-def write_report(out_dir, rows, seeds, acc, data_label, hardware, scale, factor=1):
-    """Write seeds_<A>_vs_<B>[_x<K>].md and .csv into ``out_dir``; returns the Markdown text."""
+def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale):
+    """Write seeds_<A>_vs_<B>_e<EA>-<EB>.md and .csv into ``out_dir``; returns the Markdown text."""
     (a, b) = [e.name for e in rows]
-    stem = f"seeds_{a}_vs_{b}" + (f"_x{factor}" if factor > 1 else "")
-    epochs = [int(runner.flag_value(getattr(e, scale), "--epochs")) * factor for e in rows]
-    option = f" --epochs-factor {factor}" if factor > 1 else ""
+    stem = f"seeds_{a}_vs_{b}_e{epochs[0]}-{epochs[1]}"
+    ratios = [f"{e / row_epochs(row, scale):g}" for e, row in zip(epochs, rows)]
+    budget = ("the same number of epochs" if epochs[0] == epochs[1] else
+              "the epochs of run_experiments.py's table" if ratios == ["1", "1"] else
+              f"{ratios[0]} times the epochs of run_experiments.py's table" if ratios[0] == ratios[1] else
+              f"{ratios[0]} and {ratios[1]} times the epochs of run_experiments.py's table")
     s = summarize(acc[a], acc[b])
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{stem}.csv"), "w", newline="") as f:
@@ -127,8 +136,9 @@ def write_report(out_dir, rows, seeds, acc, data_label, hardware, scale, factor=
                 if s["interval"] else "no interval from one seed")
     text = "\n".join([
         f"{s['n']} seeds of each row, trained with run_experiments.py's {scale} flags plus `--seed S`, "
-        f"{a} for {epochs[0]} epochs and {b} for {epochs[1]} "
-        f"(`python seed_study.py --{scale} {a} {b} --seeds {' '.join(map(str, seeds))}{option}`). "
+        f"{a} for {epochs[0]} epochs and {b} for {epochs[1]}, {budget} "
+        f"(`python seed_study.py --{scale} {a} {b} --seeds {' '.join(map(str, seeds))} "
+        f"--epochs {epochs[0]} {epochs[1]}`). "
         f"Data: {data_label}. Hardware: {hardware}. Top-1 is each run's best val top-1 over its epochs.",
         "", *lines, "",
         f"{a}: {s['mean_a']:.2f} +/- {s['sd_a']:.2f} %, {b}: {s['mean_b']:.2f} +/- {s['sd_b']:.2f} % "
@@ -147,8 +157,10 @@ def get_args_parser():
     scale.add_argument("--full", action="store_const", const="full", dest="scale", help="MiniPlaces (GPU)")
     parser.add_argument("rows", nargs=2, metavar="ROW", help="two training rows of run_experiments.py (A then B)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default 1 2 3)")
-    parser.add_argument("--epochs-factor", type=int, default=1, metavar="K",
-                        help="train both rows K times their epochs (default 1), keeping their budgets equal")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--epochs-factor", type=int, default=1, metavar="K",
+                        help="train both rows K times their epochs (default 1), keeping their budget ratio")
+    budget.add_argument("--epochs", nargs=2, type=int, metavar=("EA", "EB"), help="epochs of row A and of row B")
     parser.add_argument("--data", default=os.path.join(runner.REPO_DIR, "data"), help="data folder")
     parser.add_argument("--root", default=runner.REPO_DIR,
                         help="logs go to ROOT/logs/<scale>/seeds, results to ROOT/results/<scale>")
@@ -167,14 +179,15 @@ def main(argv=None):
             raise runner.RunnerError(f"{bad} are not training rows of run_experiments.py (see its --list)")
         if args.rows[0] == args.rows[1] or len(set(args.seeds)) != len(args.seeds):
             raise runner.RunnerError("give two different rows and distinct seeds")
-        if args.epochs_factor < 1:
-            raise runner.RunnerError(f"--epochs-factor {args.epochs_factor} must be 1 or more")
-        acc, data_label, hardware = run_study(rows, args.seeds, args.scale, os.path.abspath(args.data), args.root,
-                                              args.resnet18_weights, factor=args.epochs_factor)
+        epochs = args.epochs or [args.epochs_factor * row_epochs(e, args.scale) for e in rows]
+        if min(epochs) < 1:
+            raise runner.RunnerError(f"epochs {epochs} must be 1 or more")
+        acc, data_label, hardware = run_study(rows, args.seeds, epochs, args.scale, os.path.abspath(args.data),
+                                              args.root, args.resnet18_weights)
     except runner.RunnerError as e:
         sys.exit(f"error: {e}")
-    print(write_report(os.path.join(args.root, "results", args.scale), rows, args.seeds, acc, data_label,
-                       hardware, args.scale, args.epochs_factor), end="")
+    print(write_report(os.path.join(args.root, "results", args.scale), rows, args.seeds, epochs, acc, data_label,
+                       hardware, args.scale), end="")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ fpdf2, fonts from matplotlib; no LaTeX). A scale without results gets a placehol
 says which command measures it; demo-set numbers only ever appear under the demo headings.
 """
 import argparse
-import glob
 import html
 import inspect
 import json
@@ -117,11 +116,12 @@ def comparison(ctx, scale, name, title):
 
 def seed_studies(ctx, scale, a, b, title):
     """Every seed_study.py table of rows ``a`` and ``b`` at ``scale`` (results/<scale>/
-    seeds_<a>_vs_<b>.md, then the _x<K> ones in order of K), each under ``title``."""
-    found = glob.glob(os.path.join(glob.escape(os.path.join(ctx.results, scale)), f"seeds_{a}_vs_{b}*.md"))
-    pattern = re.compile(rf"seeds_{re.escape(a)}_vs_{re.escape(b)}(?:_x(\d+))?\.md$")
-    studies = sorted((int(m.group(1) or 1), os.path.basename(p)) for p in found if (m := pattern.search(p)))
-    return [comparison(ctx, scale, name, title) for _, name in studies]
+    seeds_<a>_vs_<b>_e<EA>-<EB>.md) in order of (EA, EB), each under ``title``."""
+    pattern = re.compile(rf"^seeds_{re.escape(a)}_vs_{re.escape(b)}_e(\d+)-(\d+)\.md$")
+    folder = os.path.join(ctx.results, scale)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    studies = sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := pattern.match(n)))
+    return [comparison(ctx, scale, name, title) for _, _, name in studies]
 
 
 def per_scale(ctx, render):

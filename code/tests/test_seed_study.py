@@ -37,55 +37,73 @@ def test_summary_of_paired_seeds():
 def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
     rows = (Experiment("small", "I.2", "SimpleNet", ("--arch", "simplenet", "--lr", "0.01", *TINY), TINY),
             Experiment("big", "I.2", "SimpleNet, higher lr", ("--arch", "simplenet", "--lr", "0.05", *TINY), TINY))
-    acc, data_label, hardware = seed_study.run_study(rows, [3, 4], "demo", demo_data, str(tmp_path))
+    acc, data_label, hardware = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
     log_root = tmp_path / "logs" / "demo" / "seeds"
-    assert sorted(os.listdir(log_root)) == ["big-seed3", "big-seed4", "small-seed3", "small-seed4"]
+    assert sorted(os.listdir(log_root)) == ["big-e1-seed3", "big-e1-seed4", "small-e1-seed3", "small-e1-seed4"]
     for name in ("small", "big"):
         for i, seed in enumerate((3, 4)):
-            status = runner.read_status(str(log_root / f"{name}-seed{seed}"))
+            status = runner.read_status(str(log_root / f"{name}-e1-seed{seed}"))
             assert status["args"][-2:] == ["--seed", str(seed)] and status["status"] == "finished"
-            assert acc[name][i] == seed_study.best_top1(str(log_root), f"{name}-seed{seed}")
+            assert acc[name][i] == seed_study.best_top1(str(log_root), f"{name}-e1-seed{seed}")
     assert all(0 <= a <= 100 for a in acc["small"] + acc["big"])
     assert acc["small"][0] != acc["small"][1] or acc["big"][0] != acc["big"][1], "seeds change the runs"
-    text = seed_study.write_report(str(tmp_path / "results" / "demo"), rows, [3, 4], acc, data_label, hardware,
-                                   "demo")
+    text = seed_study.write_report(str(tmp_path / "results" / "demo"), rows, [3, 4], [1, 1], acc, data_label,
+                                   hardware, "demo")
     assert "demo set" in data_label and "Data: demo set" in text and "CPU" in text
+    assert "small for 1 epochs and big for 1, the same number of epochs" in text and "--epochs 1 1`" in text
     assert f"| 3 | {acc['small'][0]:.2f} | {acc['big'][0]:.2f} |" in text and "better in" in text
-    assert (tmp_path / "results" / "demo" / "seeds_small_vs_big.csv").read_text().count("\n") == 3
-    before = (log_root / "small-seed3" / "stdout.log").read_text()
-    again, _, _ = seed_study.run_study(rows, [3, 4], "demo", demo_data, str(tmp_path))
-    assert again == acc and (log_root / "small-seed3" / "stdout.log").read_text() == before, "nothing retrained"
+    assert (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().count("\n") == 3
+    before = (log_root / "small-e1-seed3" / "stdout.log").read_text()
+    again, _, _ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
+    assert again == acc and (log_root / "small-e1-seed3" / "stdout.log").read_text() == before, "nothing retrained"
 
 
 def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path):
     for argv in (["--demo", "simplenet", "pgd-simplenet"], ["--demo", "simplenet", "nosuchrow"],
                  ["--demo", "simplenet", "cnn", "--seeds", "1", "1"], ["--demo", "cnn", "cnn"],
-                 ["--demo", "simplenet", "cnn", "--epochs-factor", "0"]):
+                 ["--demo", "simplenet", "cnn", "--epochs-factor", "0"],
+                 ["--demo", "simplenet", "cnn", "--epochs", "0", "4"]):
         with pytest.raises(SystemExit) as e:
             seed_study.main([*argv, "--root", str(tmp_path), "--data", str(tmp_path / "data")])
         assert str(e.value.code).startswith("error: "), argv
     assert not os.path.exists(tmp_path / "logs"), "refused before anything ran"
 
 
-def test_epochs_factor_scales_both_scales_and_names_the_runs():
+def test_runs_are_named_by_their_epochs_at_the_chosen_scale():
     row = Experiment("cnn", "I.2", "CNN", ("--arch", "cnn", "--epochs", "4", "--lr", "0.05"), ("--epochs", "60"))
-    same = seed_study.seeded(row, 7)
-    assert same.name == "cnn-seed7" and same.demo == (*row.demo, "--seed", "7")
+    same = seed_study.seeded(row, 7, 4, "demo")
+    assert same.name == "cnn-e4-seed7" and same.demo == (*row.demo, "--seed", "7")
     assert same.full == ("--epochs", "60", "--seed", "7")
-    twice = seed_study.seeded(row, 7, factor=2)
-    assert twice.name == "cnn-x2-seed7" and twice.demo == ("--arch", "cnn", "--epochs", "8", "--lr", "0.05",
-                                                           "--seed", "7")
-    assert twice.full == ("--epochs", "120", "--seed", "7")
+    more = seed_study.seeded(row, 7, 8, "demo")
+    assert more.name == "cnn-e8-seed7"
+    assert more.demo == ("--arch", "cnn", "--epochs", "8", "--lr", "0.05", "--seed", "7")
+    full = seed_study.seeded(row, 7, 120, "full")
+    assert full.name == "cnn-e120-seed7" and full.full == ("--epochs", "120", "--seed", "7")
+    assert full.demo == same.demo
 
 
-def test_report_lists_every_study_of_a_pair_in_order_of_budget(tmp_path):
+def test_report_states_the_budget(tmp_path):
+    rows = (Experiment("a", "I.2", "A", ("--epochs", "10"), ("--epochs", "60")),
+            Experiment("b", "I.2", "B", ("--epochs", "4"), ("--epochs", "60")))
+    acc = {"a": [50.0, 60.0], "b": [55.0, 58.0]}
+    for epochs, said in (([10, 4], "the epochs of run_experiments.py's table"),
+                         ([20, 8], "2 times the epochs of run_experiments.py's table"),
+                         ([10, 8], "1 and 2 times the epochs of run_experiments.py's table"),
+                         ([8, 8], "the same number of epochs")):
+        text = seed_study.write_report(str(tmp_path), rows, [1, 2], epochs, acc, "demo set", "CPU", "demo")
+        assert f"a for {epochs[0]} epochs and b for {epochs[1]}, {said} (" in text
+        assert (tmp_path / f"seeds_a_vs_b_e{epochs[0]}-{epochs[1]}.md").read_text() == text
+
+
+def test_report_lists_every_study_of_a_pair_in_order_of_epochs(tmp_path):
     sys.path.insert(0, os.path.join(runner.REPO_DIR, "writeup"))
     import build_report
 
     out = tmp_path / "demo"
     out.mkdir()
-    for name in ("seeds_a_vs_b_x10.md", "seeds_a_vs_b.md", "seeds_a_vs_b_x2.md", "seeds_a_vs_bc.md", "seeds_b_vs_a.md"):
+    for name in ("seeds_a_vs_b_e20-8.md", "seeds_a_vs_b_e10-4.md", "seeds_a_vs_b_e10-8.md", "seeds_a_vs_bc_e1-1.md",
+                 "seeds_b_vs_a_e1-1.md", "seeds_a_vs_b_e10-4.csv", "seeds_a_vs_b.md"):
         (out / name).write_text(name)
     ctx = build_report.Context(str(tmp_path), str(tmp_path), {"demo": {}})
     assert build_report.seed_studies(ctx, "demo", "a", "b", "T:") == [
-        "T:\n\nseeds_a_vs_b.md", "T:\n\nseeds_a_vs_b_x2.md", "T:\n\nseeds_a_vs_b_x10.md"]
+        "T:\n\nseeds_a_vs_b_e10-4.md", "T:\n\nseeds_a_vs_b_e10-8.md", "T:\n\nseeds_a_vs_b_e20-8.md"]
