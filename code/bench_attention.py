@@ -14,14 +14,13 @@ the forward + backward time per image of both models, also interleaved.
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarking import cpu_model, time_ms
 from student_code import Attention, ImprovedViT, SimpleViT
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,28 +29,7 @@ DEFAULT_OUT = os.path.join(REPO_ROOT, "results", "attention_benchmark.md")
 
 def hardware_name(device):
     """A readable name of the CPU model or the CUDA device."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def time_call(fn, device):
-    """Seconds taken by ``fn()``: CUDA events on CUDA, perf_counter on CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000.0
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def interleaved_medians(fns, device, repeats, warmup):
@@ -64,7 +42,7 @@ def interleaved_medians(fns, device, repeats, warmup):
     names = list(fns)
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].append(time_call(fns[name], device))
+            times[name].append(time_ms(fns[name], device) / 1000.0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -51,7 +51,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 import torch
 import torchvision
@@ -60,6 +59,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import student_code
+from benchmarking import cpu_model, synchronize, time_ms
 from student_code import CustomConv2d, custom_conv2d
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,38 +172,19 @@ def network_cases(name, images, labels):
     return cases
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn, device):
-    """Wall time of fn() in milliseconds (CUDA events on a GPU)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
 def memory_mb(case, device, autocast):
     """(held, peak) MB of one training step of ``case``, as the module docstring defines them."""
     case.prepare()
-    sync(device)
+    synchronize(device)
     if device.type == "cuda":
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         with autocast():
             result = case.forward()
-        sync(device)
+        synchronize(device)
         held = torch.cuda.memory_allocated(device) - base
         case.backward(result)
-        sync(device)
+        synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
         return held / 2 ** 20, peak / 2 ** 20
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -263,12 +244,7 @@ def hardware(device):
     """A line naming the device that ran the benchmark."""
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"CPU {model}, {os.cpu_count()} logical cores"
+    return f"CPU {cpu_model()}, {os.cpu_count()} logical cores"
 
 
 COLUMNS = ["threads", "load", "kind", "name", "detail",

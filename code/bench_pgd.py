@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmarking import cpu_model
 from custom_dataloader import MiniPlacesLoader
 from make_demo_data import make_demo_dataset
 from student_code import IMAGENET_MEAN, IMAGENET_STD, PGDAttack, SimpleNet, get_val_transforms
@@ -208,12 +209,7 @@ def adversarial_training_cost(images, labels, num_classes, args):
 
 def hardware():
     """One line on the CPU, threads and library versions."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}")
 
 

@@ -24,6 +24,7 @@ import time
 import torch
 from torch import nn
 
+from benchmarking import cpu_model, synchronize
 from pretrained import build_resnet18
 from student_code import SceneResNet, SimpleNet
 
@@ -102,12 +103,6 @@ def make_step(model, loop, device, amp_dtype):
     return step
 
 
-def synchronize(device):
-    """Wait for queued CUDA work on ``device`` (no-op on CPU) so timers see finished steps."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(model_name, loop, args, device, amp_dtype):
     """Train ``model_name`` with ``loop``; returns (images/s, peak bytes or None on CPU)."""
     torch.manual_seed(0)
@@ -138,12 +133,7 @@ def hardware(device):
     """One line naming the device the benchmark ran on."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return f"CPU {cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
 
 
 def report(args, device, amp_dtype, results):

@@ -22,7 +22,6 @@ import glob
 import inspect
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -160,13 +159,10 @@ def check_table(experiments):
 def describe_hardware():
     """The machine as one line, e.g. 'NVIDIA H100 GPU; 16-core CPU (...)' or '2-core CPU (...), no GPU'."""
     import torch
+    from benchmarking import cpu_model
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            models = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = models[0] if models else cpu
+    cpu = cpu_model()
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} GPU; {cores}-core CPU ({cpu})"
     return f"{cores}-core CPU ({cpu}), no GPU"
@@ -379,6 +375,11 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
     return status
 
 
+def status_line(status):
+    """A status as one line: 'finished', 'finished earlier', or 'failed: <reason>'."""
+    return f"{status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}"
+
+
 def run_all(experiments, scale, data_dir, log_root, only=(), resnet18_weights=None, main_py=MAIN_PY):
     """Run the rows (all, or those named in ``only``) in table order; returns {name: status}."""
     check_table(experiments)
@@ -392,8 +393,7 @@ def run_all(experiments, scale, data_dir, log_root, only=(), resnet18_weights=No
         print(f"[{i}/{len(chosen)}] {exp.name}: {exp.title}", flush=True)
         status = run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights, main_py)
         statuses[exp.name] = status
-        print(f"   {status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}",
-              flush=True)
+        print(f"   {status_line(status)}", flush=True)
     return statuses
 
 
@@ -424,7 +424,7 @@ def list_plan(experiments, scale, log_root):
     check_table(experiments)
     for exp in experiments:
         status = read_status(os.path.join(log_root, exp.name))
-        state = f"{status['status']}{': ' + status['reason'] if status['reason'] else ''}" if status else "not run"
+        state = status_line(status) if status else "not run"
         target = f" [attacks {exp.target}]" if exp.target else ""
         print(f"{exp.name:18s} {state}\n   main.py {shlex.join(getattr(exp, scale))}{target}")
 

@@ -103,8 +103,7 @@ def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None,
     for row, exp in table:
         print(f"{exp.name}: {exp.title}", flush=True)
         status = runner.run_one(exp, scale, data_dir, data, log_root, (exp,), resnet18_weights, main_py)
-        print(f"   {status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}",
-              flush=True)
+        print(f"   {runner.status_line(status)}", flush=True)
         if status["status"] != "finished":
             failed.append(exp.name)
             continue
