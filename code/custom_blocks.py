@@ -30,10 +30,11 @@ def drop_path(x, drop_prob=0.0, training=False):
 
 
 class DropPath(nn.Module):
-    """Module form of :func:`drop_path` (identity in eval mode)."""
+    """Module form of :func:`drop_path` (identity in eval mode); ``drop_prob`` None means 0."""
 
-    def __init__(self, drop_prob=0.0):
+    def __init__(self, drop_prob=None):
         super().__init__()
+        drop_prob = 0.0 if drop_prob is None else drop_prob
         if not 0.0 <= drop_prob <= 1.0:
             raise ValueError(f"drop_prob must lie in [0, 1], got {drop_prob}")
         self.drop_prob = drop_prob
@@ -130,58 +131,6 @@ def window_unpartition(windows, window_size, pad_hw, hw):
     if Hp > H or Wp > W:
         x = x[:, :H, :W, :].contiguous()
     return x
-
-
-class ConvStem(nn.Module):
-    """Convolutional patchify stem (Xiao et al. 2021, "Early convolutions help
-    transformers see better"): stride-2 3x3 conv + BatchNorm + ReLU per entry of
-    ``channels``, then a 1x1 projection to ``embed_dim``. Convolutions start from
-    Kaiming-normal (fan_out) weights, as in ResNets.
-
-    (B, in_chans, H, W) -> (B, H / 2^k, W / 2^k, embed_dim) with k = len(channels);
-    H and W must be multiples of 2^k.
-    """
-
-    def __init__(self, in_chans=3, embed_dim=256, channels=(64, 128, 256)):
-        super().__init__()
-        if not channels:
-            raise ValueError("ConvStem needs at least one stride-2 stage, got channels=()")
-        layers = []
-        for c_in, c_out in zip((in_chans,) + tuple(channels[:-1]), channels):
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        self.convs = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
-        self.stride = 2 ** len(channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
-            raise ValueError(f"ConvStem needs H and W divisible by {self.stride}, got {tuple(x.shape[-2:])}")
-        x = self.proj(self.convs(x))  # (B, C, H / stride, W / stride)
-        return x.permute(0, 2, 3, 1)  # (B, H', W', C)
-
-
-def sincos_pos_embed_2d(h, w, dim, temperature=10000.0):
-    """Fixed 2D sine-cosine position embedding (Beyer et al. 2022, "Better plain
-    ViT baselines"): a quarter of the channels each for sin(y), cos(y), sin(x),
-    cos(x) at ``dim // 4`` geometric frequencies 1 / temperature^(i / (dim/4)).
-
-    Returns a (h, w, dim) float32 tensor with values in [-1, 1]; ``dim`` must be a
-    multiple of 4.
-    """
-    if dim % 4:
-        raise ValueError(f"sincos_pos_embed_2d needs dim divisible by 4, got {dim}")
-    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                          indexing="ij")  # (h, w) each
-    y = y[..., None] * omega  # (h, w, dim/4)
-    x = x[..., None] * omega  # (h, w, dim/4)
-    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=-1)  # (h, w, dim)
 
 
 def param_groups_weight_decay(model, weight_decay):

@@ -62,6 +62,25 @@ class MiniPlacesLoader(data.Dataset):
                 items.append((parts[0], label))
         return items
 
+    def get_index_mapping(self):
+        """{label id: category folder name}, e.g. {0: "abbey", 38: "church/outdoor"}, from the
+        dataset's ``categories.txt`` (``/a/abbey 0`` per line) when it has one, else from the
+        class folders of this split's image paths (``train/a/abbey/x.jpg``)."""
+        categories = os.path.join(self.root_folder, "categories.txt")
+        mapping = {}
+        if os.path.isfile(categories):
+            with open(categories, encoding="utf-8") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2:
+                        mapping[int(parts[1])] = parts[0].strip("/").split("/", 1)[-1]
+            return mapping
+        for relpath, label in self.file_label_list:
+            folders = relpath.split("/")[2:-1]  # drop "<split>", the letter folder and the file name
+            if folders:
+                mapping.setdefault(label, "/".join(folders))
+        return mapping
+
     def __len__(self):
         return len(self.file_label_list)
 

@@ -589,7 +589,56 @@ default_cnn_model = SceneResNet
 ################################################################################
 
 
-from custom_blocks import ConvStem, sincos_pos_embed_2d  # noqa: E402  (kept in this section for clean merges)
+class ConvStem(nn.Module):
+    """Convolutional patchify stem (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): stride-2 3x3 conv + BatchNorm + ReLU per entry of
+    ``channels``, then a 1x1 projection to ``embed_dim``. Convolutions start from
+    Kaiming-normal (fan_out) weights, as in ResNets.
+
+    (B, in_chans, H, W) -> (B, H / 2^k, W / 2^k, embed_dim) with k = len(channels);
+    H and W must be multiples of 2^k.
+    """
+
+    def __init__(self, in_chans=3, embed_dim=256, channels=(64, 128, 256)):
+        super().__init__()
+        if not channels:
+            raise ValueError("ConvStem needs at least one stride-2 stage, got channels=()")
+        layers = []
+        for c_in, c_out in zip((in_chans,) + tuple(channels[:-1]), channels):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
+        self.stride = 2 ** len(channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
+            raise ValueError(f"ConvStem needs H and W divisible by {self.stride}, got {tuple(x.shape[-2:])}")
+        x = self.proj(self.convs(x))  # (B, C, H / stride, W / stride)
+        return x.permute(0, 2, 3, 1)  # (B, H', W', C)
+
+
+def sincos_pos_embed_2d(h, w, dim, temperature=10000.0):
+    """Fixed 2D sine-cosine position embedding (Beyer et al. 2022, "Better plain
+    ViT baselines"): a quarter of the channels each for sin(y), cos(y), sin(x),
+    cos(x) at ``dim // 4`` geometric frequencies 1 / temperature^(i / (dim/4)).
+
+    Returns a (h, w, dim) float32 tensor with values in [-1, 1]; ``dim`` must be a
+    multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_pos_embed_2d needs dim divisible by 4, got {dim}")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                          indexing="ij")  # (h, w) each
+    y = y[..., None] * omega  # (h, w, dim/4)
+    x = x[..., None] * omega  # (h, w, dim/4)
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=-1)  # (h, w, dim)
 
 
 class Attention(nn.Module):
@@ -858,33 +907,45 @@ default_vit_model = ImprovedViT
 ################################################################################
 
 
-def get_train_transforms(normalize=True):
-    """Training augmentation: HWC uint8 RGB image -> (3, 128, 128) float tensor,
-    normalized with the ImageNet statistics (values roughly in [-2.2, 2.7])."""
-    train_transforms = [
-        transforms.Scale(160, interpolations=("nearest", "bilinear", "bicubic", "area")),
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomColor(0.15),
-        transforms.RandomRotate(15),
-        transforms.RandomSizedCrop(128),
-        transforms.ToTensor(),
-    ]
+# Our custom_transforms.py adds RandomWarpCrop and ToUint8Tensor; the course's has neither. Looked up
+# by name, so that this file also runs beside the course's helpers, with the course's classes.
+_WARP_CROP = getattr(transforms, "RandomWarpCrop", None)
+_TO_UINT8 = getattr(transforms, "ToUint8Tensor", None)
+
+
+def _to_output(normalize):
+    """The last steps: normalized float (3, H, W), or with ``normalize`` False the uint8 (3, H, W)
+    tensor that main.py normalizes on the device (float in [0, 1] with the course's helpers)."""
     if normalize:
-        train_transforms.append(transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    return transforms.Compose(train_transforms)
+        return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return [_TO_UINT8() if _TO_UINT8 is not None else transforms.ToTensor()]
+
+
+def get_train_transforms(normalize=True):
+    """Training augmentation: HWC uint8 RGB image -> (3, 128, 128) tensor, normalized with the
+    ImageNet statistics (float, values in about [-2.2, 2.7]), or uint8 in [0, 255] when
+    ``normalize`` is False.
+
+    A random-sized crop of 25-100% of the image area (aspect 3/4 to 4/3), a rotation of up to
+    15 degrees without border pixels, the resize to 128 and a horizontal flip (p = 0.5), then
+    channel gains of 1 +- 0.15. With our helpers the geometric part is one affine warp
+    (RandomWarpCrop) and the gains a lookup table, one pass each; with the course's helpers it
+    is the course's Scale, flip, RandomColor, RandomRotate and RandomSizedCrop chain.
+    """
+    if _WARP_CROP is not None:
+        steps = [_WARP_CROP(128, degree_range=15.0), transforms.RandomColor(0.15)]
+    else:
+        steps = [transforms.Scale(160), transforms.RandomHorizontalFlip(), transforms.RandomColor(0.15),
+                 transforms.RandomRotate(15), transforms.RandomSizedCrop(128)]
+    return transforms.Compose(steps + _to_output(normalize))
 
 
 def get_val_transforms(normalize=True):
-    """Deterministic validation transform: resize the short side to 160 (bilinear),
-    centre-crop 128 -> (3, 128, 128) float tensor, normalized like training."""
-    val_transforms = [
-        transforms.Scale(160),
-        transforms.CenterCrop(128),
-        transforms.ToTensor(),
-    ]
-    if normalize:
-        val_transforms.append(transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    return transforms.Compose(val_transforms)
+    """Deterministic validation transform: resize the short side to 160 (bilinear), centre-crop
+    128 -> (3, 128, 128) tensor, normalized like training (uint8 when ``normalize`` is False).
+    Deterministic with either set of helpers: ``interpolations=None`` is always bilinear."""
+    steps = [transforms.Scale(160, interpolations=None), transforms.CenterCrop(128)]
+    return transforms.Compose(steps + _to_output(normalize))
 
 
 ################################################################################

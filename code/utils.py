@@ -38,10 +38,10 @@ def save_image(filename, img, quality=90):
         raise OSError(f"cannot write image {filename}")
 
 
-def resize_image(img, new_size, interpolation="bilinear"):
+def resize_image(img, new_size, interpolation=cv2.INTER_LINEAR):
     """Resize an (H, W, C) image to ``new_size`` = (width, height).
 
-    ``interpolation`` is a name in ``INTERPOLATIONS`` or an OpenCV flag.
+    ``interpolation`` is an OpenCV flag (the course's convention) or a name in ``INTERPOLATIONS``.
     """
     if isinstance(interpolation, str):
         interpolation = INTERPOLATIONS[interpolation]
@@ -77,7 +77,7 @@ class LinearWarmupCosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, warmup_epochs, max_epochs, warmup_start_lr=0.0,
-                 eta_min=0.0, last_epoch=-1):
+                 eta_min=1e-8, last_epoch=-1):
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"need 0 <= warmup_epochs ({warmup_epochs}) <= max_epochs ({max_epochs})")
         self.warmup_epochs = warmup_epochs

@@ -1,13 +1,14 @@
-"""custom_blocks: window partitioning, stochastic depth, the conv stem, sin-cos
-positions and the weight-decay parameter groups, each against a hand-written reference."""
+"""custom_blocks (window partitioning, stochastic depth, the weight-decay parameter groups) and
+student_code's ViT pieces (the conv stem, sin-cos positions), each against a hand-written reference."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from custom_blocks import (ConvStem, DropPath, drop_path, param_groups_weight_decay, sincos_pos_embed_2d,
+from custom_blocks import (DropPath, drop_path, param_groups_weight_decay,
                            window_partition, window_unpartition)
+from student_code import ConvStem, sincos_pos_embed_2d
 
 
 def reference_windows(x, ws):
