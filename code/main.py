@@ -35,6 +35,7 @@ import student_code
 from custom_blocks import param_groups_weight_decay
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
 from make_demo_data import DEMO_MARKER
+from mixed_precision import cuda_amp_dtype
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
 from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
                           default_vit_model, get_train_transforms, get_val_transforms, vis_adversarial)
@@ -327,10 +328,29 @@ def accuracy_counts(output, target, topk=(1, 5)):
 
 
 def autocast_dtype(device, args):
-    """bf16 (or fp16 on older GPUs) under autocast on CUDA; None means float32."""
+    """The autocast dtype of a run: the GPU's native one on CUDA (bf16 from compute capability
+    8.0, fp16 with a GradScaler below, see cuda_amp_dtype); None (float32) on the CPU or with
+    --no-amp."""
     if device.type != "cuda" or args.no_amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return cuda_amp_dtype(device)
+
+
+def precision_line(device, args):
+    """One line naming the arithmetic of the run (printed at start-up)."""
+    dtype = autocast_dtype(device, args)
+    if dtype is None:
+        return "=> precision: float32 (" + ("--no-amp)" if device.type == "cuda" else "no AMP on the CPU)")
+    capability = "compute capability {}.{}".format(*torch.cuda.get_device_capability(device))
+    if dtype == torch.bfloat16:
+        return f"=> precision: AMP bfloat16 ({capability}: native bf16)"
+    return f"=> precision: AMP float16 with GradScaler ({capability} < 8.0: no native bf16)"
+
+
+def make_grad_scaler(device, amp_dtype):
+    """A GradScaler for ``device``, enabled only under fp16 autocast (bf16 and float32 need no
+    loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
 def peak_memory_mb(device):
@@ -568,6 +588,7 @@ def main(args):
             print_demo_banner(args.data_folder)
         device = resolve_device(args.gpu)
         print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
+        print(precision_line(device, args))
         if args.evaluate or args.attack:
             return run_evaluation(args, device, is_demo)
         train(args, device, is_demo)
@@ -652,7 +673,7 @@ def train(args, device, is_demo):
     optimizer = build_optimizer(model, args, config["family"])
     iters = len(train_loader)
     scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, args) == torch.float16)
+    scaler = make_grad_scaler(device, autocast_dtype(device, args))
     best_acc1, start_epoch = 0.0, args.start_epoch
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
