@@ -694,6 +694,10 @@ def train(args, device, is_demo):
         loss, top1_tr, top5_tr, ips = train_one_epoch(
             train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
             channels_last, args.clip_grad if vit else 0.0, mix, ema)
+        if args.world_size > 1:
+            broadcast_buffers(model)
+            if ema is not None:
+                broadcast_buffers(ema.module)
         acc1, acc5, val_loss = validate(val_loader, ema.module if ema is not None else net, criterion, device,
                                         args, channels_last, is_demo=is_demo)
         is_best = acc1 > best_acc1
@@ -713,23 +717,34 @@ def train(args, device, is_demo):
             state["train_state_dict"] = model.state_dict()
         save_checkpoint(state, is_best, run_folder)
     if args.world_size > 1:
-        check_replicas_in_sync(model)
+        check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
     if writer is not None:
         writer.close()
         print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
 
 
-def check_replicas_in_sync(model):
-    """After DDP training every rank must hold rank 0's weights; raise if one does not."""
-    mismatches = torch.zeros(1, device=next(model.parameters()).device)
-    for p in model.state_dict().values():
-        ref = p.detach().clone()
+def broadcast_buffers(module):
+    """Give every DDP rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them only at
+    the start of a training forward, after which each rank updates its own from its batch, and
+    the EMA averages each rank's own; so they are broadcast after every epoch."""
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def check_replicas_in_sync(modules):
+    """After DDP training every rank must hold rank 0's weights and buffers in each of
+    ``modules`` (dict name -> nn.Module); raise if one does not."""
+    states = [t for m in modules.values() for t in m.state_dict().values()]
+    mismatches = torch.zeros(1, device=states[0].device)
+    for t in states:
+        ref = t.detach().clone()
         dist.broadcast(ref, src=0)
-        mismatches += float(not torch.equal(ref, p))
+        mismatches += float(not torch.equal(ref, t))
     dist.all_reduce(mismatches)
     if mismatches.item():
-        raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors differ from rank 0")
-    print(f"=> DDP: weights identical on all {dist.get_world_size()} ranks")
+        raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors of "
+                           f"{', '.join(modules)} differ from rank 0")
+    print(f"=> DDP: weights and buffers identical on all {dist.get_world_size()} ranks ({', '.join(modules)})")
 
 
 def resume_folder(checkpoint_path):
