@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from benchmarking import cpu_model, synchronize
+from mixed_precision import cuda_amp_dtype
 from pretrained import build_resnet18
 from student_code import SceneResNet, SimpleNet
 
@@ -49,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds over all configurations")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16"), default="auto",
-                        help="auto: bf16 where supported (CPU, Ampere+ GPUs), else fp16")
+                        help="auto: bf16 on the CPU and on GPUs of compute capability >= 8.0, else fp16")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "results", "train_throughput.md"))
     parser.add_argument("--note", default="", help="free text added to the report (e.g. machine load)")
     args = parser.parse_args(argv)
@@ -68,10 +69,10 @@ def parse_args(argv=None):
 
 
 def resolve_amp_dtype(name, device):
-    """torch dtype for autocast: "bf16", "fp16", or "auto" (bf16 unless a GPU lacks it)."""
+    """torch dtype for autocast: "bf16", "fp16", or "auto" (bf16 on the CPU, the GPU's native
+    dtype on CUDA: cuda_amp_dtype, main.py's rule)."""
     if name == "auto":
-        use_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else torch.float16
+        return cuda_amp_dtype(device) if device.type == "cuda" else torch.bfloat16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 

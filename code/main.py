@@ -35,6 +35,7 @@ import student_code
 from custom_blocks import param_groups_weight_decay
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
 from make_demo_data import DEMO_MARKER
+from mixed_precision import cuda_amp_dtype
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
 from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
                           default_vit_model, get_train_transforms, get_val_transforms, vis_adversarial)
@@ -259,13 +260,25 @@ def build_loaders(args, device, need_train=True):
 def build_optimizer(model, args, family):
     """AdamW for Vision Transformers (no decay on biases, norms and position embeddings),
     SGD with momentum for CNNs (as the starter); for ResNet18 fine-tuning the backbone's
-    learning rate is scaled by --backbone-lr-scale."""
+    learning rate is scaled by --backbone-lr-scale. On CUDA the fused kernels: they take the
+    GradScaler's inf check on the device, where the others read it on the host every step."""
+    fused = next(model.parameters()).device.type == "cuda"
     if family == "vit":
-        return torch.optim.AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
+        return torch.optim.AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr, fused=fused)
     params = model.parameters()
     if family == "resnet18":
         params = finetune_param_groups(model, args.lr, args.backbone_lr_scale)
-    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                           fused=fused)
+
+
+def load_optimizer_state(optimizer, state):
+    """Load a checkpoint's optimizer state but keep this run's kernels (fused on CUDA): the
+    state's param groups carry the choice of the device it was saved on."""
+    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, kernels):
+        group.update(kept)
 
 
 def make_run_folder(log_root, name):
@@ -327,10 +340,29 @@ def accuracy_counts(output, target, topk=(1, 5)):
 
 
 def autocast_dtype(device, args):
-    """bf16 (or fp16 on older GPUs) under autocast on CUDA; None means float32."""
+    """The autocast dtype of a run: the GPU's native one on CUDA (bf16 from compute capability
+    8.0, fp16 with a GradScaler below, see cuda_amp_dtype); None (float32) on the CPU or with
+    --no-amp."""
     if device.type != "cuda" or args.no_amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return cuda_amp_dtype(device)
+
+
+def precision_line(device, args):
+    """One line naming the arithmetic of the run (printed at start-up)."""
+    dtype = autocast_dtype(device, args)
+    if dtype is None:
+        return "=> precision: float32 (" + ("--no-amp)" if device.type == "cuda" else "no AMP on the CPU)")
+    capability = "compute capability {}.{}".format(*torch.cuda.get_device_capability(device))
+    if dtype == torch.bfloat16:
+        return f"=> precision: AMP bfloat16 ({capability}: native bf16)"
+    return f"=> precision: AMP float16 with GradScaler ({capability} < 8.0: no native bf16)"
+
+
+def make_grad_scaler(device, amp_dtype):
+    """A GradScaler for ``device``, enabled only under fp16 autocast (bf16 and float32 need no
+    loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
 def peak_memory_mb(device):
@@ -355,6 +387,13 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def means_over_ranks(sums, count):
+    """(sums / count as floats, count), both summed over the DDP ranks first: ``sums`` is a
+    device tensor, ``count`` the number of samples counted on the host. One host sync."""
+    totals = all_reduce_sum(torch.cat([sums, sums.new_full((1,), float(count))])).tolist()
+    return [t / totals[-1] for t in totals[:-1]], totals[-1]
+
+
 def optimizer_step(loss, model, optimizer, scaler, clip_grad):
     """Backward (scaled for fp16), optional gradient-norm clipping, optimizer step."""
     optimizer.zero_grad(set_to_none=True)
@@ -366,12 +405,13 @@ def optimizer_step(loss, model, optimizer, scaler, clip_grad):
     scaler.update()
 
 
-def log_progress(writer, sums, loss, lr, epoch, i, num_iters, batch_time):
-    """Print and log a training interval; stop on a non-finite loss.
+def log_progress(writer, means, loss, lr, epoch, i, num_iters, batch_time):
+    """Print and log a training interval (reading the device's numbers: the one host sync of
+    the interval); stop on a non-finite loss.
 
-    ``sums`` = (loss * n, top-1 hits, top-5 hits, n) since the epoch started.
+    ``means`` = (mean loss, top-1 rate, top-5 rate) since the epoch started, on the device.
     """
-    mean_loss, top1, top5 = (sums[:3] / sums[3]).tolist()
+    mean_loss, top1, top5 = means.tolist()
     if not math.isfinite(mean_loss):
         kind = "NaN" if math.isnan(mean_loss) else "infinite"
         raise UserError(f"training loss became {kind} at epoch {epoch}, iteration {i + 1}; "
@@ -389,12 +429,14 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
     """One epoch of training (``mix``: an optional MixUp/CutMix batch transform; ``ema``:
     a ModelEma updated after every step).
 
-    Returns (mean loss, top-1 %, top-5 %, images/s), over all DDP ranks.
+    Returns (mean loss, top-1 %, top-5 %, images/s), over all DDP ranks. The iterations
+    queue their work without waiting for the device; only the print interval reads it back.
     """
     model.train()
     amp_dtype = autocast_dtype(device, args)
     batch_time = AverageMeter()
-    sums = torch.zeros(4, device=device)  # loss * n, top-1 hits, top-5 hits, n
+    sums = torch.zeros(3, device=device)  # loss * n, top-1 hits, top-5 hits
+    count = 0  # images, counted on the host
     num_iters, start, end = len(train_loader), time.time(), time.time()
     for i, (images, target) in enumerate(train_loader):
         images, target = to_device(images, target, device, channels_last)
@@ -408,14 +450,16 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
         scheduler.step()
         if ema is not None:
             ema.update(model)
-        n = torch.tensor(float(images.shape[0]), device=device)
-        sums += torch.stack([loss.detach().float() * n, *accuracy_counts(output.detach(), labels), n])
+        n = images.shape[0]
+        sums += torch.stack([loss.detach().float() * n, *accuracy_counts(output.detach(), labels)])
+        count += n
         batch_time.update(time.time() - end)
         end = time.time()
         if (i + 1) % args.print_freq == 0 or i + 1 == num_iters:
-            log_progress(writer, sums, loss, optimizer.param_groups[0]["lr"], epoch, i, num_iters, batch_time)
-    sums = all_reduce_sum(sums)
-    return (sums[0] / sums[3]).item(), *(100.0 * sums[1:3] / sums[3]).tolist(), sums[3].item() / (time.time() - start)
+            log_progress(writer, sums / count, loss, optimizer.param_groups[0]["lr"], epoch, i, num_iters,
+                         batch_time)
+    (mean_loss, top1, top5), total = means_over_ranks(sums, count)
+    return mean_loss, 100.0 * top1, 100.0 * top5, total / (time.time() - start)
 
 
 def predict(model, images, flip_tta, amp_dtype):
@@ -439,7 +483,8 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
     """
     model.eval()
     amp_dtype = autocast_dtype(device, args)
-    sums = torch.zeros(4, device=device)  # loss * n, top-1 hits, top-5 hits, n
+    sums = torch.zeros(3, device=device)  # loss * n, top-1 hits, top-5 hits
+    count = 0  # images, counted on the host
     for i, (images, target) in enumerate(val_loader):
         images, target = to_device(images, target, device, channels_last)
         clean = images
@@ -450,17 +495,18 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
             write_images(writer, clean, images if attack is not None else None)
         output = predict(model, images, flip_tta, amp_dtype)
         loss = nn.functional.nll_loss(output.clamp_min(1e-12).log(), target) if flip_tta else criterion(output, target)
-        n = torch.tensor(float(images.shape[0]), device=device)
-        sums += torch.stack([loss * n, *accuracy_counts(output, target), n])
+        n = images.shape[0]
+        sums += torch.stack([loss * n, *accuracy_counts(output, target)])
+        count += n
         if (i + 1) % args.print_freq == 0:
-            print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {100 * sums[1].item() / sums[3].item():.2f}\t"
-                  f"Acc@5 {100 * sums[2].item() / sums[3].item():.2f}", flush=True)
-    sums = all_reduce_sum(sums)
-    top1, top5 = (100.0 * sums[1:3] / sums[3]).tolist()
+            top1, top5 = (100.0 * sums[1:] / count).tolist()  # the print interval's host sync
+            print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {top1:.2f}\tAcc@5 {top5:.2f}", flush=True)
+    (val_loss, top1, top5), _ = means_over_ranks(sums, count)
+    top1, top5 = 100.0 * top1, 100.0 * top5
     if is_demo:
         print("[DEMO DATA] these accuracies are on the generated demo set, not on MiniPlaces")
     print(f"******Acc@1 {top1:.3f} Acc@5 {top5:.3f}", flush=True)
-    return top1, top5, (sums[0] / sums[3]).item()
+    return top1, top5, val_loss
 
 
 def write_images(writer, clean, adversarial=None):
@@ -558,9 +604,18 @@ def init_distributed(args):
         builtins.print = lambda *a, **k: None
 
 
+def set_cudnn_flags(args):
+    """cuDNN picks the fastest algorithms for training (benchmark, fixed input sizes) and
+    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py)."""
+    evaluating = args.evaluate or args.attack
+    torch.backends.cudnn.benchmark = not evaluating
+    torch.backends.cudnn.deterministic = evaluating
+
+
 def main(args):
     """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
     check_args(args)
+    set_cudnn_flags(args)
     init_distributed(args)
     try:
         is_demo = check_data_folder(args.data_folder)
@@ -568,6 +623,7 @@ def main(args):
             print_demo_banner(args.data_folder)
         device = resolve_device(args.gpu)
         print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
+        print(precision_line(device, args))
         if args.evaluate or args.attack:
             return run_evaluation(args, device, is_demo)
         train(args, device, is_demo)
@@ -652,10 +708,10 @@ def train(args, device, is_demo):
     optimizer = build_optimizer(model, args, config["family"])
     iters = len(train_loader)
     scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, args) == torch.float16)
+    scaler = make_grad_scaler(device, autocast_dtype(device, args))
     best_acc1, start_epoch = 0.0, args.start_epoch
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
@@ -673,6 +729,10 @@ def train(args, device, is_demo):
         loss, top1_tr, top5_tr, ips = train_one_epoch(
             train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
             channels_last, args.clip_grad if vit else 0.0, mix, ema)
+        if args.world_size > 1:
+            broadcast_buffers(model)
+            if ema is not None:
+                broadcast_buffers(ema.module)
         acc1, acc5, val_loss = validate(val_loader, ema.module if ema is not None else net, criterion, device,
                                         args, channels_last, is_demo=is_demo)
         is_best = acc1 > best_acc1
@@ -692,23 +752,34 @@ def train(args, device, is_demo):
             state["train_state_dict"] = model.state_dict()
         save_checkpoint(state, is_best, run_folder)
     if args.world_size > 1:
-        check_replicas_in_sync(model)
+        check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
     if writer is not None:
         writer.close()
         print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
 
 
-def check_replicas_in_sync(model):
-    """After DDP training every rank must hold rank 0's weights; raise if one does not."""
-    mismatches = torch.zeros(1, device=next(model.parameters()).device)
-    for p in model.state_dict().values():
-        ref = p.detach().clone()
+def broadcast_buffers(module):
+    """Give every DDP rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them only at
+    the start of a training forward, after which each rank updates its own from its batch, and
+    the EMA averages each rank's own; so they are broadcast after every epoch."""
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def check_replicas_in_sync(modules):
+    """After DDP training every rank must hold rank 0's weights and buffers in each of
+    ``modules`` (dict name -> nn.Module); raise if one does not."""
+    states = [t for m in modules.values() for t in m.state_dict().values()]
+    mismatches = torch.zeros(1, device=states[0].device)
+    for t in states:
+        ref = t.detach().clone()
         dist.broadcast(ref, src=0)
-        mismatches += float(not torch.equal(ref, p))
+        mismatches += float(not torch.equal(ref, t))
     dist.all_reduce(mismatches)
     if mismatches.item():
-        raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors differ from rank 0")
-    print(f"=> DDP: weights identical on all {dist.get_world_size()} ranks")
+        raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors of "
+                           f"{', '.join(modules)} differ from rank 0")
+    print(f"=> DDP: weights and buffers identical on all {dist.get_world_size()} ranks ({', '.join(modules)})")
 
 
 def resume_folder(checkpoint_path):

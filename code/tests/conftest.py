@@ -1,4 +1,6 @@
-"""Shared fixtures: code/ on sys.path, a tiny generated demo set, CPU threads."""
+"""Shared fixtures: code/ on sys.path, a tiny generated demo set, CPU threads; the ``cuda``
+marker (tests that need a CUDA device: skipped without one, run by ``pytest -m cuda``, as
+gpu_check.sh does)."""
 import os
 import sys
 
@@ -10,6 +12,19 @@ if CODE_DIR not in sys.path:
     sys.path.insert(0, CODE_DIR)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; bash gpu_check.sh runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -268,17 +268,14 @@ def test_function_is_the_apply_of_custom_conv2d_function():
     assert custom_conv2d == CustomConv2DFunction.apply
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("seed", range(8))
 def test_cuda_matches_native(seed):
     s = random_setting(2000 + seed)
     assert_matches_native(*make_tensors(s, seed=seed, device="cuda"), s["stride"], s["padding"], **TIGHT)
 
 
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_autocast_matches_native(dtype):
     s = dict(n=4, in_channels=16, out_channels=32, height=20, width=20, kernel_size=3, stride=1, padding=1,

@@ -201,7 +201,8 @@ def test_seeded_sampler_shards_and_repeats():
     assert sorted(i for s in val for i, _ in s) == list(range(10))
 
 
-def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
+def torchrun(script, *args, env=None):
+    """Run ``script`` (relative to code/) under torchrun with 2 CPU (gloo) processes."""
     import socket
     import subprocess
     import sys
@@ -209,18 +210,49 @@ def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         "main.py", demo_data, "--arch", "simplenet", "--epochs", "1", "--warmup", "0", "-b", "16", "-j", "0",
-         "--log-dir", str(tmp_path)],
-        cwd=driver.os.path.dirname(driver.__file__), capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "weights identical on all 2 ranks" in res.stdout
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", script,
+         *args], cwd=driver.os.path.dirname(driver.__file__), capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+
+
+def rank_errors(res):
+    """The error lines of a failed torchrun (the ranks' own messages, not only torchrun's summary)."""
+    return "\n".join(ln for ln in res.stderr.splitlines() if "Error" in ln)[-3000:]
+
+
+def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
+    res = torchrun("main.py", demo_data, "--arch", "simplenet", "--epochs", "1", "--warmup", "0", "-b", "16",
+                   "-j", "0", "--log-dir", str(tmp_path))
+    assert res.returncode == 0, rank_errors(res)
+    assert "weights and buffers identical on all 2 ranks (model)" in res.stdout
     run = only_run(tmp_path)
     ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
     assert ckpt["epoch"] == 1
     assert res.stdout.count("******Acc@1") == 1, "only rank 0 prints"
+
+
+def test_ddp_with_ema_keeps_batchnorm_statistics_identical(demo_data, tmp_path):
+    """BatchNorm running statistics: each rank updates its own from its batches; with --ema-decay
+    validation runs the EMA copy, not the DDP forward that would broadcast rank 0's."""
+    states = tmp_path / "states"
+    states.mkdir()
+    res = torchrun("tests/ddp_bn_run.py", demo_data, "--arch", "cnn", "--ema-decay", "0.9", "--epochs", "2",
+                   "--warmup", "0", "-b", "16", "-j", "0", "--lr", "0.05", "--log-dir", str(tmp_path / "logs"),
+                   env={"DDP_STATE_DIR": str(states)})
+    assert res.returncode == 0, rank_errors(res)
+    assert "weights and buffers identical on all 2 ranks (model, EMA)" in res.stdout
+    rank0, rank1 = (torch.load(states / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert set(rank0) == set(rank1) == {"model", "EMA"}
+    for name in rank0:
+        assert "features.1.running_mean" in rank0[name]
+        for key, value in rank0[name].items():
+            assert torch.equal(value, rank1[name][key]), (name, key)
+    assert not torch.equal(rank0["model"]["features.1.running_mean"], rank0["EMA"]["features.1.running_mean"])
+    ckpt = torch.load(os.path.join(only_run(tmp_path / "logs"), "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["model_arch"] == "TinyBNNet" and ckpt["epoch"] == 2
+    for key, value in rank0["EMA"].items():
+        assert torch.equal(value, ckpt["state_dict"][key]), key
 
 
 def test_ema_checkpoint_holds_the_evaluated_weights_and_resumes(demo_data, tmp_path, capsys):
