@@ -37,8 +37,9 @@ from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
 from make_demo_data import DEMO_MARKER
 from mixed_precision import cuda_amp_dtype
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
-from student_code import (CustomConv2d, default_attack, default_cnn_model, default_visfunction,
-                          default_vit_model, get_train_transforms, get_val_transforms, vis_adversarial)
+from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,
+                          default_visfunction, default_vit_model, get_train_transforms, get_val_transforms,
+                          vis_adversarial)
 from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR
 
 NUM_CLASSES = 100
@@ -106,6 +107,9 @@ def get_args_parser():
     parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps")
     parser.add_argument("--attack-step-size", default=None, type=float,
                         help="-a: PGD step size (default: PGDAttack's, scaled with --attack-eps)")
+    parser.add_argument("--augment", default="warp", choices=("warp", "chain"),
+                        help="training augmentation: warp = one affine warp per image (fast), chain = the "
+                             "course's Scale / flip / colour / rotate / sized-crop chain (same ranges)")
     parser.add_argument("--val-batch-size", default=100, type=int, help="validation batch size")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="root folder of all runs")
     parser.add_argument("--exp-name", default="", help="run folder prefix (default: the model name)")
@@ -252,8 +256,9 @@ def build_loaders(args, device, need_train=True):
     if args.batch_size % args.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the {args.world_size} processes")
     train_batch = args.batch_size // args.world_size
-    train_loader = loader("train", get_train_transforms(), train_batch, True) if need_train else None
-    val_loader = loader("val", get_val_transforms(), args.val_batch_size, False)
+    train_tf = get_train_transforms(normalize=False, single_warp=args.augment == "warp")
+    train_loader = loader("train", train_tf, train_batch, True) if need_train else None
+    val_loader = loader("val", get_val_transforms(normalize=False), args.val_batch_size, False)
     return train_loader, val_loader
 
 
@@ -373,10 +378,20 @@ def peak_memory_mb(device):
 
 
 def to_device(images, target, device, channels_last):
-    """Copy a batch to ``device`` without blocking (pinned memory), channels_last for CNNs."""
+    """Copy a batch to ``device`` without blocking (pinned memory), channels_last for CNNs.
+
+    A uint8 batch (B, 3, H, W) in [0, 255], as the loaders deliver it, is converted to float32
+    and normalized with the ImageNet statistics there, on the device (a quarter of the bytes
+    through the worker queues and the host-to-device copy); a float batch is taken as normalized.
+    """
     images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if images.dtype == torch.uint8:
+        images = images.to(torch.float32, memory_format=layout)  # (B, 3, H, W) in [0, 255]
+        for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+            images[:, c].mul_(1.0 / (255.0 * std)).sub_(mean / std)  # Python scalars: no host-to-device copy
+    elif channels_last:
+        images = images.contiguous(memory_format=layout)
     return images, target.to(device, non_blocking=True)
 
 
@@ -429,16 +444,18 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
     """One epoch of training (``mix``: an optional MixUp/CutMix batch transform; ``ema``:
     a ModelEma updated after every step).
 
-    Returns (mean loss, top-1 %, top-5 %, images/s), over all DDP ranks. The iterations
+    Returns (mean loss, top-1 %, top-5 %, images/s, the fraction of the epoch's time spent
+    waiting for the loader), the first four over all DDP ranks. The iterations
     queue their work without waiting for the device; only the print interval reads it back.
     """
     model.train()
     amp_dtype = autocast_dtype(device, args)
-    batch_time = AverageMeter()
+    batch_time, data_time = AverageMeter(), AverageMeter()
     sums = torch.zeros(3, device=device)  # loss * n, top-1 hits, top-5 hits
     count = 0  # images, counted on the host
     num_iters, start, end = len(train_loader), time.time(), time.time()
     for i, (images, target) in enumerate(train_loader):
+        data_time.update(time.time() - end)  # waiting for the loader
         images, target = to_device(images, target, device, channels_last)
         labels = target
         if mix is not None:
@@ -459,7 +476,17 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
             log_progress(writer, sums / count, loss, optimizer.param_groups[0]["lr"], epoch, i, num_iters,
                          batch_time)
     (mean_loss, top1, top5), total = means_over_ranks(sums, count)
-    return mean_loss, 100.0 * top1, 100.0 * top5, total / (time.time() - start)
+    seconds = time.time() - start
+    return mean_loss, 100.0 * top1, 100.0 * top5, total / seconds, data_time.sum / seconds
+
+
+def data_wait_line(epoch, images_per_second, data_wait, workers):
+    """The epoch's speed line; says when waiting for the loader took over a quarter of the time."""
+    line = (f"=> epoch {epoch + 1}: {images_per_second:.0f} images/s, {100 * data_wait:.0f}% of the time "
+            f"waiting for data (-j {workers})")
+    if data_wait > 0.25:
+        line += ": the loader is the bottleneck; more -j workers (up to the CPU cores) would help"
+    return line
 
 
 def predict(model, images, flip_tta, amp_dtype):
@@ -720,15 +747,16 @@ def train(args, device, is_demo):
     print(f"=> {config['model_arch']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
           f"logs and checkpoints in {run_folder}", flush=True)
     if args.vis and writer is not None:
-        write_images(writer, next(iter(train_loader))[0])
+        write_images(writer, to_device(*next(iter(train_loader)), torch.device("cpu"), False)[0])
     mix = build_mix(args)
     for epoch in range(start_epoch, args.epochs):
         torch.manual_seed(args.seed * 100003 + epoch)
         train_loader.sampler.set_epoch(epoch)
         start = time.time()
-        loss, top1_tr, top5_tr, ips = train_one_epoch(
+        loss, top1_tr, top5_tr, ips, data_wait = train_one_epoch(
             train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
             channels_last, args.clip_grad if vit else 0.0, mix, ema)
+        print(data_wait_line(epoch, ips, data_wait, args.workers), flush=True)
         if args.world_size > 1:
             broadcast_buffers(model)
             if ema is not None:
@@ -743,7 +771,7 @@ def train(args, device, is_demo):
                                       "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
                                       "data/train_loss": loss, "data/val_loss": val_loss,
                                       "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
-                                      "perf/peak_memory_mb": peak_memory_mb(device)})
+                                      "perf/data_wait_fraction": data_wait, "perf/peak_memory_mb": peak_memory_mb(device)})
         state = {"epoch": epoch + 1, "model_arch": config["model_arch"], "model_config": config,
                  "state_dict": (ema.module if ema is not None else model).state_dict(), "best_acc1": best_acc1,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

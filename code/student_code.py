@@ -921,7 +921,7 @@ def _to_output(normalize):
     return [_TO_UINT8() if _TO_UINT8 is not None else transforms.ToTensor()]
 
 
-def get_train_transforms(normalize=True):
+def get_train_transforms(normalize=True, single_warp=None):
     """Training augmentation: HWC uint8 RGB image -> (3, 128, 128) tensor, normalized with the
     ImageNet statistics (float, values in about [-2.2, 2.7]), or uint8 in [0, 255] when
     ``normalize`` is False.
@@ -930,9 +930,12 @@ def get_train_transforms(normalize=True):
     15 degrees without border pixels, the resize to 128 and a horizontal flip (p = 0.5), then
     channel gains of 1 +- 0.15. With our helpers the geometric part is one affine warp
     (RandomWarpCrop) and the gains a lookup table, one pass each; with the course's helpers it
-    is the course's Scale, flip, RandomColor, RandomRotate and RandomSizedCrop chain.
+    is the course's Scale, flip, RandomColor, RandomRotate and RandomSizedCrop chain; so is it
+    with ``single_warp`` False (None: the warp whenever the helpers have it).
     """
-    if _WARP_CROP is not None:
+    if single_warp and _WARP_CROP is None:
+        raise ValueError("single_warp=True needs our custom_transforms.py (RandomWarpCrop)")
+    if _WARP_CROP is not None and single_warp is not False:
         steps = [_WARP_CROP(128, degree_range=15.0), transforms.RandomColor(0.15)]
     else:
         steps = [transforms.Scale(160), transforms.RandomHorizontalFlip(), transforms.RandomColor(0.15),

@@ -1,0 +1,241 @@
+"""Images per second of the training-data pipelines, side by side in one run.
+
+    python bench_data.py                      # the demo set in ../data (made if missing)
+    python bench_data.py --data ../data --workers 1 2 4 --rounds 3
+
+Rows (every one ends in a (3, 128, 128) tensor for the model):
+  course          the course's own training chain (Scale 144, flip, colour LUT, rotate 15,
+                  sized crop, ToTensor, Normalize), as its helper interface specifies it
+  anchor          our pipeline before the one-warp change (Scale 160 with four interpolations,
+                  flip, float colour gains, rotate, sized crop, ToTensor, Normalize)
+  warp            get_train_transforms(normalize=False): one affine warp, LUT gains, uint8 out
+                  (what main.py's loaders run; normalization happens on the device)
+  warp-float      get_train_transforms(): the same, normalized float out (the course's main.py)
+  torchvision-v2  torchvision.transforms.v2 with the same ops on uint8 tensors
+Each row is measured per core on decoded images (transform only) and with the JPEG decode (what
+a loader worker does); ``cached`` reads the decoded-image cache instead of decoding. Then the
+decode rows run in DataLoaders of 1, 2, 4 workers (images/s over whole passes after the first
+batch). Rounds alternate between rows, the best round counts. Ratios are against ``course``
+(with decode for the decode and DataLoader rows). The table goes to ../results/data_pipeline.md.
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import decode_jpeg, read_file
+from torchvision.transforms import v2
+
+import custom_transforms as T
+import decoded_cache
+from benchmarking import cpu_name
+from custom_dataloader import MiniPlacesLoader
+from make_demo_data import DEMO_MARKER, make_demo_dataset
+from student_code import IMAGENET_MEAN, IMAGENET_STD, get_train_transforms
+from utils import load_image
+
+CODE_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(CODE_DIR)
+FLAGS = [cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC]
+
+
+class FloatColor:
+    """The anchor's colour step: per-channel gains 1 + U(-r, r) through a float image."""
+
+    def __init__(self, color_range):
+        self.color_range = color_range
+
+    def __call__(self, img):
+        gains = np.array([random.uniform(1 - self.color_range, 1 + self.color_range) for _ in range(3)],
+                         dtype=np.float32)
+        return np.clip(img.astype(np.float32) * gains, 0, 255).astype(np.uint8)  # (H, W, 3) * (3,)
+
+
+class TensorGain(torch.nn.Module):
+    """Per-channel gains 1 + U(-r, r) on a (3, H, W) uint8 tensor, for the torchvision row."""
+
+    def __init__(self, color_range):
+        super().__init__()
+        self.color_range = color_range
+
+    def forward(self, x):
+        gains = torch.empty(3, 1, 1).uniform_(1 - self.color_range, 1 + self.color_range)  # (3, 1, 1)
+        return (x * gains).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def course_pipeline():
+    return T.Compose([T.Scale(144, FLAGS), T.RandomHorizontalFlip(), T.RandomColor(0.15), T.RandomRotate(15, FLAGS),
+                      T.RandomSizedCrop(128, FLAGS), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def anchor_pipeline():
+    return T.Compose([T.Scale(160, FLAGS + [cv2.INTER_AREA]), T.RandomHorizontalFlip(), FloatColor(0.15),
+                      T.RandomRotate(15, FLAGS), T.RandomSizedCrop(128, FLAGS + [cv2.INTER_AREA],
+                                                                    ratio_range=(3 / 4, 4 / 3)),
+                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def torchvision_pipeline():
+    return v2.Compose([v2.RandomResizedCrop(128, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                       v2.RandomRotation(15), v2.RandomHorizontalFlip(), TensorGain(0.15),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+PIPELINES = {"course": course_pipeline, "anchor": anchor_pipeline,
+             "warp": lambda: get_train_transforms(normalize=False), "warp-float": get_train_transforms,
+             "torchvision-v2": torchvision_pipeline}
+
+
+class TorchvisionImages(Dataset):
+    """MiniPlaces items decoded by torchvision (uint8 (3, H, W)) and transformed by ``transforms``."""
+
+    def __init__(self, loader, transforms):
+        self.loader, self.transforms = loader, transforms
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, index):
+        relpath, label = self.loader.file_label_list[index]
+        data = read_file(os.path.join(self.loader.root_folder, "images", relpath))
+        return self.transforms(decode_jpeg(data)), label
+
+
+def datasets(root, name, cache_dir):
+    """(decode dataset, cached dataset or None) of pipeline ``name`` over the train split."""
+    transforms = PIPELINES[name]()
+    loader = MiniPlacesLoader(root, split="train", transforms=transforms)
+    if name == "torchvision-v2":
+        return TorchvisionImages(loader, transforms), None
+    cache = decoded_cache.open_cache(loader, cache_dir)
+    return loader, decoded_cache.CachedImages(loader, cache)
+
+
+def per_core(items, fn):
+    """Images/s of ``fn`` over ``items`` in this process."""
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - start)
+
+
+def with_loader(dataset, workers, batch_size, passes):
+    """Images/s of a DataLoader with ``workers`` processes, from the first batch to the end."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=True, drop_last=True)
+    it = iter(loader)
+    next(it)
+    count, start = 0, time.perf_counter()
+    for _ in range(passes):
+        for images, _ in it:
+            count += images.shape[0]
+        it = iter(loader)
+    return count / (time.perf_counter() - start)
+
+
+def measure(args):
+    """{(row, mode): images/s}, best of ``args.rounds`` alternating rounds."""
+    torch.set_num_threads(1)
+    probe = MiniPlacesLoader(args.data, split="train")
+    paths = [os.path.join(args.data, "images", rel) for rel, _ in probe.file_label_list[:args.images]]
+    decoded = [load_image(p) for p in paths]
+    encoded = [read_file(p) for p in paths]
+    cache = decoded_cache.open_cache(probe, args.cache_dir)
+    rows = {}
+    for name, build in PIPELINES.items():
+        tf = build()
+        if name == "torchvision-v2":
+            tensors = [decode_jpeg(e) for e in encoded]
+            rows[(name, "decoded")] = (tensors, tf)
+            rows[(name, "decode")] = (encoded, lambda e, tf=tf: tf(decode_jpeg(e)))
+        else:
+            rows[(name, "decoded")] = (decoded, tf)
+            rows[(name, "decode")] = (paths, lambda p, tf=tf: tf(load_image(p)))
+            rows[(name, "cached")] = (range(len(paths)), lambda i, tf=tf: tf(np.asarray(cache[i])))
+    rows[("decode only", "decode")] = (paths, load_image)
+    best = {}
+    for _ in range(args.rounds):
+        for key, (items, fn) in rows.items():
+            random.seed(0)
+            best[key] = max(best.get(key, 0.0), per_core(items, fn))
+    for name in ("course", "warp", "torchvision-v2"):
+        decode_set, cached_set = datasets(args.data, name, args.cache_dir)
+        for workers in args.workers:
+            for mode, dataset in (("decode", decode_set), ("cached", cached_set)):
+                if dataset is not None:
+                    best[(name, f"{workers} workers, {mode}")] = with_loader(dataset, workers, args.batch_size,
+                                                                             args.passes)
+    return best
+
+
+def table(best, args, is_demo):
+    """The Markdown report of ``best``."""
+    course_decoded = best[("course", "decoded")]
+    course_decode = best[("course", "decode")]
+    modes = ["decoded", "decode", "cached"]
+    lines = ["# Training-data pipeline throughput", "",
+             f"Data: {'the generated demo set (not MiniPlaces)' if is_demo else 'MiniPlaces'} in `{args.data}`, "
+             f"first {args.images} train images, 128x128 JPEG. Hardware: {cpu_name()}, {os.cpu_count()} cores "
+             f"(1-minute load average at the end: {os.getloadavg()[0]:.2f}). torch {torch.__version__}, "
+             f"OpenCV {cv2.__version__}. Command: `python bench_data.py {' '.join(sys.argv[1:])}`.", "",
+             "## One core, images/s (x the course's row)", "",
+             "| pipeline | decoded images | with JPEG decode | cached (decoded once) |", "|---|---|---|---|"]
+    for name in PIPELINES:
+        cells = []
+        for mode in modes:
+            value = best.get((name, mode))
+            ref = course_decoded if mode == "decoded" else course_decode
+            cells.append("-" if value is None else f"{value:,.0f} ({value / ref:.2f}x)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [f"| JPEG decode alone | | {best[('decode only', 'decode')]:,.0f} | |", "",
+              "## DataLoader, images/s (x the course's row with decode, same workers)", "",
+              "| pipeline | " + " | ".join(f"{w} workers" for w in args.workers) + " |",
+              "|---|" + "---|" * len(args.workers)]
+    for name in ("course", "warp", "torchvision-v2"):
+        for mode in ("decode", "cached"):
+            cells = []
+            for w in args.workers:
+                value = best.get((name, f"{w} workers, {mode}"))
+                ref = best[("course", f"{w} workers, decode")]
+                cells.append("-" if value is None else f"{value:,.0f} ({value / ref:.2f}x)")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {name}, {mode} | " + " | ".join(cells) + " |")
+    lines += ["", f"Targets: warp >= 5x the course per core on decoded images (measured "
+              f"{best[('warp', 'decoded')] / course_decoded:.2f}x); the cached loader path >= 8x the course "
+              f"per core with decode (measured {best[('warp', 'cached')] / course_decode:.2f}x).", ""]
+    return "\n".join(lines)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Training-data pipeline throughput, side by side")
+    parser.add_argument("--data", default=os.path.join(REPO_DIR, "data"), help="dataset folder (demo set made if empty)")
+    parser.add_argument("--cache-dir", default=None, help="decoded-cache folder (default: next to the data)")
+    parser.add_argument("--images", default=600, type=int, help="images per per-core measurement")
+    parser.add_argument("--rounds", default=3, type=int, help="alternating rounds; the best counts")
+    parser.add_argument("--workers", default=[1, 2, 4], type=int, nargs="+", help="DataLoader worker counts")
+    parser.add_argument("--batch-size", default=64, type=int, help="DataLoader batch size")
+    parser.add_argument("--passes", default=1, type=int, help="passes over the split per DataLoader measurement")
+    parser.add_argument("--out", default=os.path.join(REPO_DIR, "results", "data_pipeline.md"))
+    return parser
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if not os.path.isfile(os.path.join(args.data, "train.txt")):
+        print(f"=> no dataset in {args.data}: generating the demo set")
+        make_demo_dataset(args.data)
+    report = table(measure(args), args, os.path.isfile(os.path.join(args.data, DEMO_MARKER)))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(report)
+    print(report)
+    print(f"=> wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
