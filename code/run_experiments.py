@@ -69,6 +69,9 @@ STRONG_DEMO = ("--attack-eps", "0.5")  # the demo set's noise makes eps 0.1 too 
 EXPERIMENTS = (
     Experiment("simplenet", "I.2", "SimpleNet", ("--arch", "simplenet", "--epochs", "10", *CNN_DEMO),
                ("--arch", "simplenet", "--epochs", "60")),
+    Experiment("simplenet-chain", "I.2", "SimpleNet, the course's multi-pass augmentation chain",
+               ("--arch", "simplenet", "--epochs", "10", "--augment", "chain", *CNN_DEMO),
+               ("--arch", "simplenet", "--epochs", "60", "--augment", "chain")),
     Experiment("conv-native", "I.1", "SimpleNet, nn.Conv2d", CONV_DEMO,
                ("--arch", "simplenet", "--epochs", "10")),
     Experiment("conv-custom", "I.1", "SimpleNet, CustomConv2d", (*CONV_DEMO, "--use-custom-conv"),
