@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 import student_code
 from custom_blocks import param_groups_weight_decay
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
+from decoded_cache import CacheError, with_decoded_cache
 from make_demo_data import DEMO_MARKER
 from mixed_precision import cuda_amp_dtype
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
@@ -58,6 +59,11 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description="MiniPlaces scene recognition")
     parser.add_argument("data_folder", metavar="DIR", help="dataset folder (train.txt, val.txt, images/)")
     parser.add_argument("-j", "--workers", default=4, type=int, help="data loading workers")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="folder of the decoded cache: each split decoded once into a uint8 file "
+                             "that later epochs and runs memory-map (default: DIR/cache, next to the data)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="decode the JPEGs every epoch instead of using the decoded cache")
     parser.add_argument("--epochs", default=90, type=int, help="total epochs to run")
     parser.add_argument("--warmup", default=5, type=int, help="linear warmup epochs")
     parser.add_argument("--clip-grad", default=1.0, type=float, help="gradient norm clip (ViT only)")
@@ -239,15 +245,35 @@ def check_data_folder(data_folder):
     return os.path.isfile(os.path.join(data_folder, DEMO_MARKER))
 
 
+def decoded(dataset, args):
+    """``dataset`` read from its decoded cache (decoded_cache.py; rank 0 builds it while the
+    other DDP ranks wait), or ``dataset`` itself with --no-cache or when its images differ in size."""
+    if args.no_cache:
+        return dataset
+    cache_dir = args.cache_dir or os.path.join(args.data_folder, "cache")
+    try:
+        if args.rank == 0:
+            cached = with_decoded_cache(dataset, cache_dir, workers=args.workers)
+        if args.world_size > 1:
+            dist.barrier()
+        if args.rank != 0:
+            cached = with_decoded_cache(dataset, cache_dir, build=False)
+    except CacheError as e:
+        raise UserError(str(e)) from e
+    return cached
+
+
 def build_loaders(args, device, need_train=True):
-    """(train_loader or None, val_loader) over MiniPlacesLoader with seeded sampling; under
-    DDP each rank loads its share, ``--batch-size`` staying the global batch."""
+    """(train_loader or None, val_loader) over MiniPlacesLoader (read from the decoded cache
+    unless --no-cache) with seeded sampling; under DDP each rank loads its share,
+    ``--batch-size`` staying the global batch."""
     def loader(split, transforms, batch_size, shuffle):
         try:
             dataset = MiniPlacesLoader(args.data_folder, split=split, num_classes=NUM_CLASSES,
                                        transforms=transforms)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from e
+        dataset = decoded(dataset, args)
         sampler = SeededSampler(len(dataset), shuffle, args.seed, args.rank, args.world_size, pad=shuffle)
         return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
                           num_workers=args.workers, pin_memory=device.type == "cuda",
@@ -613,6 +639,8 @@ def check_args(args):
         raise UserError(f"--backbone-lr-scale must lie in [0, 1], got {args.backbone_lr_scale}")
     if not 0 <= args.ema_decay < 1:
         raise UserError(f"--ema-decay must lie in [0, 1), got {args.ema_decay}")
+    if args.no_cache and args.cache_dir:
+        raise UserError("--cache-dir names the decoded cache's folder and --no-cache turns it off; pick one")
 
 
 def init_distributed(args):
