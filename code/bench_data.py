@@ -32,9 +32,9 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 import custom_transforms as T
-import decoded_cache
-from benchmarking import cpu_name
+from benchmarking import cpu_model
 from custom_dataloader import MiniPlacesLoader
+from decoded_cache import with_decoded_cache
 from make_demo_data import DEMO_MARKER, make_demo_dataset
 from student_code import IMAGENET_MEAN, IMAGENET_STD, get_train_transforms
 from utils import load_image
@@ -112,8 +112,7 @@ def datasets(root, name, cache_dir):
     loader = MiniPlacesLoader(root, split="train", transforms=transforms)
     if name == "torchvision-v2":
         return TorchvisionImages(loader, transforms), None
-    cache = decoded_cache.open_cache(loader, cache_dir)
-    return loader, decoded_cache.CachedImages(loader, cache)
+    return loader, with_decoded_cache(loader, cache_dir)
 
 
 def per_core(items, fn):
@@ -145,7 +144,7 @@ def measure(args):
     paths = [os.path.join(args.data, "images", rel) for rel, _ in probe.file_label_list[:args.images]]
     decoded = [load_image(p) for p in paths]
     encoded = [read_file(p) for p in paths]
-    cache = decoded_cache.open_cache(probe, args.cache_dir)
+    cache = with_decoded_cache(probe, args.cache_dir).images  # (N, 128, 128, 3) uint8 memmap
     rows = {}
     for name, build in PIPELINES.items():
         tf = build()
@@ -180,7 +179,7 @@ def table(best, args, is_demo):
     modes = ["decoded", "decode", "cached"]
     lines = ["# Training-data pipeline throughput", "",
              f"Data: {'the generated demo set (not MiniPlaces)' if is_demo else 'MiniPlaces'} in `{args.data}`, "
-             f"first {args.images} train images, 128x128 JPEG. Hardware: {cpu_name()}, {os.cpu_count()} cores "
+             f"first {args.images} train images, 128x128 JPEG. Hardware: {cpu_model()}, {os.cpu_count()} cores "
              f"(1-minute load average at the end: {os.getloadavg()[0]:.2f}). torch {torch.__version__}, "
              f"OpenCV {cv2.__version__}. Command: `python bench_data.py {' '.join(sys.argv[1:])}`.", "",
              "## One core, images/s (x the course's row)", "",
@@ -214,7 +213,7 @@ def table(best, args, is_demo):
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Training-data pipeline throughput, side by side")
     parser.add_argument("--data", default=os.path.join(REPO_DIR, "data"), help="dataset folder (demo set made if empty)")
-    parser.add_argument("--cache-dir", default=None, help="decoded-cache folder (default: next to the data)")
+    parser.add_argument("--cache-dir", default=None, help="decoded-cache folder (default: DATA/cache)")
     parser.add_argument("--images", default=600, type=int, help="images per per-core measurement")
     parser.add_argument("--rounds", default=3, type=int, help="alternating rounds; the best counts")
     parser.add_argument("--workers", default=[1, 2, 4], type=int, nargs="+", help="DataLoader worker counts")
@@ -226,6 +225,7 @@ def get_args_parser():
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    args.cache_dir = args.cache_dir or os.path.join(args.data, "cache")
     if not os.path.isfile(os.path.join(args.data, "train.txt")):
         print(f"=> no dataset in {args.data}: generating the demo set")
         make_demo_dataset(args.data)

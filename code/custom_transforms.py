@@ -159,12 +159,13 @@ class RandomSizedCrop:
                 f"ratio_range={self.ratio_range})")
 
 
-_LEVELS = np.arange(256, dtype=np.float64)[:, None]  # (256, 1): the uint8 levels
+_LEVELS = np.arange(256, dtype=np.float32)[:, None]  # (256, 1): the uint8 levels
 
 
 class RandomColor:
-    """Multiply each RGB channel by its own gain ``1 + U(-color_range, color_range)``, through a
-    uint8 lookup table (one pass; values rounded and clipped to [0, 255])."""
+    """Multiply each channel of an (H, W, 3) RGB image by its own gain ``1 + U(-color_range,
+    color_range)``, through a uint8 lookup table (values rounded and clipped to [0, 255]). The
+    table is applied to the image as RGBA, for which OpenCV's lookup is vectorized."""
 
     def __init__(self, color_range):
         self.color_range = color_range
@@ -175,8 +176,12 @@ class RandomColor:
         return np.array([random.uniform(1 - r, 1 + r) for _ in range(3)])
 
     def __call__(self, img):
-        table = np.clip(_LEVELS * self.gains() + 0.5, 0, 255).astype(np.uint8)  # (256, 1) * (3,) -> (256, 3)
-        return cv2.LUT(np.ascontiguousarray(img), table.reshape(256, 1, 3))  # (H, W, 3) uint8
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"RandomColor needs an (H, W, 3) RGB image, got shape {img.shape}")
+        gains = np.append(self.gains(), 1.0).astype(np.float32)  # (4,): R, G, B and alpha kept
+        table = cv2.convertScaleAbs(_LEVELS * gains).reshape(256, 1, 4)  # (256, 1) * (4,), rounded, saturated
+        rgba = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2RGBA)
+        return cv2.cvtColor(cv2.LUT(rgba, table), cv2.COLOR_RGBA2RGB)  # (H, W, 3) uint8
 
     def __repr__(self):
         return f"RandomColor(color_range={self.color_range})"
