@@ -365,6 +365,22 @@ def make_grad_scaler(device, amp_dtype):
     return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
+def load_scaler_state(scaler, state):
+    """Resume the GradScaler across AMP modes and devices. Only an fp16 run's checkpoint holds
+    a loss scale; a bf16, float32 or CPU run saves its disabled scaler's empty state. An
+    enabled scaler takes the saved scale when there is one and starts afresh otherwise; a
+    disabled one needs none. Returns a line for the user when the modes differ, else None."""
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
+        return None
+    if scaler.is_enabled():
+        return ("=> GradScaler: the checkpoint holds no fp16 loss scale (saved in bf16, float32 or on the "
+                f"CPU); starting from the default scale {scaler.get_scale():g}")
+    if state:
+        return "=> GradScaler: the checkpoint's fp16 loss scale is not needed here (no fp16 autocast)"
+    return None
+
+
 def peak_memory_mb(device):
     """Peak CUDA memory allocated, or the process's peak resident memory on the CPU (MiB)."""
     if device.type == "cuda":
@@ -713,7 +729,9 @@ def train(args, device, is_demo):
     if ckpt is not None:
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        note = load_scaler_state(scaler, ckpt.get("scaler"))
+        if note:
+            print(note)
         best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
         print(f"=> resumed {args.resume} at epoch {start_epoch} (best Acc@1 {best_acc1:.3f})")
     run_folder, writer = open_run(args, config, ckpt, is_demo)
