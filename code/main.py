@@ -592,8 +592,8 @@ def check_args(args):
     for name in ("epochs", "batch_size", "val_batch_size", "print_freq"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not 0 <= args.warmup <= args.epochs:
-        raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
     if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
         raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
     if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
@@ -703,8 +703,18 @@ def open_run(args, config, ckpt, is_demo):
     return run_folder, writer
 
 
+def clamp_warmup(args):
+    """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
+    warms up over all of it, and says so."""
+    if args.warmup > args.epochs:
+        print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
+              f"warming up over all {args.epochs} epoch(s)")
+        args.warmup = args.epochs
+
+
 def train(args, device, is_demo):
     """The training loop: build everything, resume if asked, train and validate each epoch."""
+    clamp_warmup(args)
     ckpt, config = resume_config(args)
     torch.manual_seed(args.seed)
     model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)

@@ -185,6 +185,22 @@ def test_bad_inputs_give_one_line_errors(demo_data, trained_run, tmp_path, capsy
     expect_user_error([demo_data, "--epochs", "0"], capsys, "--epochs")
 
 
+def test_one_epoch_quick_check_clamps_the_warmup(demo_data, tmp_path, capsys):
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "--arch", "simplenet", "--epochs", "1", "-b", "16", "-j", "0", "--lr", "0.05", "-p", "1",
+         "--log-dir", str(tmp_path)]))
+    out = capsys.readouterr().out.splitlines()
+    assert [ln for ln in out if "--warmup" in ln] == [
+        "=> --warmup 5 is longer than --epochs 1: warming up over all 1 epoch(s)"]
+    assert [ln for ln in out if ln.startswith("=> precision:")] == ["=> precision: float32 (no AMP on the CPU)"]
+    run = only_run(tmp_path)
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["args"]["warmup"] == 1
+    lrs = [lr for _, lr in scalars(run, "data/learning_rate")]
+    assert len(lrs) == 4 and lrs == sorted(lrs) and lrs[-1] == pytest.approx(0.05), "one warmup epoch"
+    expect_user_error([demo_data, "--warmup", "-1"], capsys, "--warmup")
+
+
 def test_incompatible_weights_are_named(demo_data, trained_run, tmp_path, capsys):
     ckpt = torch.load(os.path.join(trained_run, "models", "checkpoint.pth.tar"), weights_only=True)
     ckpt["state_dict"].pop("fc.weight")
