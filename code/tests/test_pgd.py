@@ -296,6 +296,20 @@ def test_random_start_draws_a_point_of_the_ball(trained):
     assert abs(delta[inside].abs().mean().item() - EPS / 2) < 0.01  # uniform on [-eps, eps]
 
 
+def test_random_start_stays_in_the_valid_range(trained):
+    """num_steps=0 returns the random start itself: no step's projection hides a missing clamp."""
+    model, x, _ = trained
+    pixels = x * STD + MEAN
+    pixels[:, :, :4] = 0.0  # black and white rows: noise of either sign would leave the range
+    pixels[:, :, -4:] = 1.0
+    x = normalize(pixels)
+    torch.manual_seed(4)
+    start = PGDAttack(nn.CrossEntropyLoss(), num_steps=0, epsilon=EPS, random_start=True).perturb(model, x)
+    assert (start >= LOW - 1e-6).all() and (start <= HIGH + 1e-6).all()
+    assert ((start - x).abs() <= EPS + 1e-6).all()
+    assert (start[:, :, :4] > LOW + EPS / 10).float().mean() > 0.4, "the black rows still move, upwards"
+
+
 def test_default_attack_keeps_the_starter_settings():
     attack = default_attack(nn.CrossEntropyLoss())
     assert isinstance(attack, PGDAttack)
