@@ -705,10 +705,11 @@ def open_run(args, config, ckpt, is_demo):
 
 def clamp_warmup(args):
     """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
-    warms up over all of it, and says so."""
+    warms up over all of it, and says so (a resumed run follows its checkpoint's schedule)."""
     if args.warmup > args.epochs:
-        print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
-              f"warming up over all {args.epochs} epoch(s)")
+        if not args.resume:
+            print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
+                  f"warming up over all {args.epochs} epoch(s)")
         args.warmup = args.epochs
 
 
