@@ -80,11 +80,13 @@ def resolve_amp_dtype(name, device):
 def make_step(model, loop, device, amp_dtype):
     """One training step ``step(x, y)`` for x (B, 3, H, W) images and y (B,) labels.
 
-    "fp32": the starter's loop (fp32, NCHW). "amp_cl": autocast to ``amp_dtype``,
-    channels_last weights (inputs must be channels_last too), a GradScaler for fp16.
+    "fp32": the starter's loop (fp32, NCHW). "amp_cl": main.py's loop: autocast to ``amp_dtype``,
+    channels_last weights (inputs must be channels_last too), a GradScaler for fp16, the fused
+    SGD kernel on CUDA.
     """
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    fused = loop == "amp_cl" and device.type == "cuda"
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=fused)
     if loop == "fp32":
         def step(x, y):
             loss = criterion(model(x), y)
@@ -169,8 +171,9 @@ def report(args, device, amp_dtype, results):
         f"- Batch {args.batch_size} x 3 x {args.img_size} x {args.img_size}, {args.warmup} warm-up + "
         f"{args.steps} timed steps per measurement, {args.repeats} interleaved rounds, "
         f"AMP dtype {amp_name}; synthetic batch on the device (no data loading).",
-        "- fp32: the starter's loop (fp32 NCHW). amp_cl: autocast + channels_last"
-        + (" + GradScaler." if amp_dtype == torch.float16 else " (bf16 needs no GradScaler)."),
+        "- fp32: the starter's loop (fp32 NCHW). amp_cl: main.py's loop, autocast + channels_last"
+        + (" + GradScaler" if amp_dtype == torch.float16 else " (bf16 needs no GradScaler)")
+        + (", fused SGD." if device.type == "cuda" else "."),
     ]
     if device.type == "cpu":
         lines.append("- CPU run: it checks that the benchmark works; GPU throughput needs a CUDA device.")
