@@ -20,7 +20,7 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarking import cpu_model, time_ms
+from benchmarking import command_line, cpu_model, time_ms
 from student_code import Attention, ImprovedViT, SimpleViT
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,7 +131,7 @@ def render(args, device, attn_rows, model_rows, load_before):
         f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads on {os.cpu_count()} cores, "
         f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
         "(other jobs share the machine when it exceeds the threads)",
-        f"- Command: `python {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}`",
+        f"- Command: `{command_line('bench_attention.py', args.argv)}` (from `code/`)",
         "",
         "## Attention forward + backward, float32",
         "",
@@ -173,6 +173,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-models", action="store_true", help="skip the model budget table")
     parser.add_argument("--out", default=DEFAULT_OUT, help="markdown report path")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.repeats < 1 or args.model_repeats < 1 or args.warmup < 0:
         parser.error("repeats must be >= 1 and warmup >= 0")
     return args

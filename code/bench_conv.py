@@ -59,7 +59,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import student_code
-from benchmarking import cpu_model, synchronize, time_ms
+from benchmarking import command_line, cpu_model, synchronize, time_ms
 from student_code import CustomConv2d, custom_conv2d
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -240,10 +240,22 @@ def load_average():
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+CUSTOM_TIME_TARGET = 3.0  # on a GPU: custom / native forward + backward time of a whole network
+
+
+def target_lines(rows):
+    """The GPU target, one line per network row: custom / native train time <= CUSTOM_TIME_TARGET."""
+    return [f"- Target (GPU): custom / native forward + backward time <= {CUSTOM_TIME_TARGET:g}x on {r['name']} "
+            f"(threads {r['threads']}): {r['train_ratio']:.2f}x, "
+            + ("met" if r["train_ratio"] <= CUSTOM_TIME_TARGET else "NOT met")
+            for r in rows if r["kind"] == "network"]
+
+
 def hardware(device):
     """A line naming the device that ran the benchmark."""
     if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)}"
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"GPU {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}), CUDA {torch.version.cuda}"
     return f"CPU {cpu_model()}, {os.cpu_count()} logical cores"
 
 
@@ -271,7 +283,7 @@ def write_results(rows, args, device, out_dir, stem):
     os.makedirs(out_dir, exist_ok=True)
     amp = "off" if args.amp == "none" else args.amp
     setup = [f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-             f"- command: `python {' '.join(sys.argv)}` (from code/)",
+             f"- command: `{command_line('bench_conv.py', args.argv)}` (from code/)",
              f"- hardware: {hardware(device)}",
              f"- torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}",
              f"- intra-op threads: {args.threads}; dtype {args.dtype}; autocast {amp}; load = 1-minute load "
@@ -280,6 +292,8 @@ def write_results(rows, args, device, out_dir, stem):
              f"{args.repeats} timed rounds (medians), native and custom alternating",
              "- held = memory allocated after forward minus before (what autograd keeps); peak = highest "
              "allocated during forward + backward minus before; see bench_conv.py's docstring for how"]
+    if device.type == "cuda":
+        setup += target_lines(rows)
     with open(os.path.join(out_dir, stem + ".md"), "w", encoding="utf-8") as f:
         f.write("# Custom convolution vs native F.conv2d\n\n" + "\n".join(setup) + "\n\n"
                 "Ratios are custom / native (lower is better for custom).\n\n" + format_table(rows) + "\n")
@@ -317,7 +331,10 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="batch 4, 64x64, 1 warmup + 2 rounds, SimpleNet only; writes conv_benchmark_quick.*")
     parser.add_argument("--out-dir", default=os.path.join(REPO_ROOT, "results"))
+    parser.add_argument("--name", default=None,
+                        help="file name stem of the report (default conv_benchmark, conv_benchmark_quick for --quick)")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.quick:
         args.nets, args.layers, args.batch_size, args.img_size, args.warmup, args.repeats = (
             ["simplenet"], ["simplenet"], 4, 64, 1, 2)
@@ -370,8 +387,10 @@ def main(argv=None):
 
     print()
     print(format_table(rows))
-    stem = "conv_benchmark_quick" if args.quick else "conv_benchmark"
+    stem = args.name or ("conv_benchmark_quick" if args.quick else "conv_benchmark")
     write_results(rows, args, device, args.out_dir, stem)
+    if device.type == "cuda":
+        print("\n".join(target_lines(rows)))
     print(f"\nwrote {os.path.join(args.out_dir, stem)}.md and .csv")
     return rows
 

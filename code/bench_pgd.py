@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarking import cpu_model
+from benchmarking import command_line, cpu_model
 from custom_dataloader import MiniPlacesLoader
 from make_demo_data import make_demo_dataset
 from student_code import IMAGENET_MEAN, IMAGENET_STD, PGDAttack, SimpleNet, get_val_transforms
@@ -349,7 +349,7 @@ def main(argv=None):
     cost = adversarial_training_cost(train_images, train_labels, args.classes, args)
     print(f"training step: clean {cost['clean'] * 1000:.0f} ms, adversarial {cost['adversarial'] * 1000:.0f} ms "
           f"({cost['ratio']:.2f}x)", flush=True)
-    write_report(rows, cost, clean_acc, args, versions, " ".join(["python bench_pgd.py"] + argv))
+    write_report(rows, cost, clean_acc, args, versions, command_line("bench_pgd.py", argv))
     print(f"wrote {RESULT_FILE}")
 
 

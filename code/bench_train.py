@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -24,10 +23,10 @@ import time
 import torch
 from torch import nn
 
-from benchmarking import cpu_model, synchronize
+from benchmarking import command_line, cpu_model, synchronize
 from mixed_precision import cuda_amp_dtype
 from pretrained import build_resnet18
-from student_code import SceneResNet, SimpleNet
+from student_code import SceneResNet, SimpleNet, default_cnn_model
 
 NUM_CLASSES = 100
 MODELS = {
@@ -36,6 +35,7 @@ MODELS = {
     "ResNet18": lambda: build_resnet18(num_classes=NUM_CLASSES, pretrained=False),
 }
 LOOPS = ("fp32", "amp_cl")
+SPEEDUP_TARGET = 2.0  # on a GPU: amp_cl / fp32 images/s of the improved CNN
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "results", "train_throughput.md"))
     parser.add_argument("--note", default="", help="free text added to the report (e.g. machine load)")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     for name in ("batch_size", "img_size", "steps", "repeats"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -79,11 +80,13 @@ def resolve_amp_dtype(name, device):
 def make_step(model, loop, device, amp_dtype):
     """One training step ``step(x, y)`` for x (B, 3, H, W) images and y (B,) labels.
 
-    "fp32": the starter's loop (fp32, NCHW). "amp_cl": autocast to ``amp_dtype``,
-    channels_last weights (inputs must be channels_last too), a GradScaler for fp16.
+    "fp32": the starter's loop (fp32, NCHW). "amp_cl": main.py's loop: autocast to ``amp_dtype``,
+    channels_last weights (inputs must be channels_last too), a GradScaler for fp16, the fused
+    SGD kernel on CUDA.
     """
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    fused = loop == "amp_cl" and device.type == "cuda"
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=fused)
     if loop == "fp32":
         def step(x, y):
             loss = criterion(model(x), y)
@@ -133,8 +136,25 @@ def measure(model_name, loop, args, device, amp_dtype):
 def hardware(device):
     """One line naming the device the benchmark ran on."""
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}), CUDA {torch.version.cuda}"
     return f"CPU {cpu_model()}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+
+
+def speedup(results, name):
+    """Median over the rounds of amp_cl / fp32 images/s of model ``name``."""
+    return statistics.median(a[0] / b[0] for a, b in zip(results[(name, "amp_cl")], results[(name, "fp32")]))
+
+
+def target_line(results, models):
+    """The GPU target: AMP + channels_last >= SPEEDUP_TARGET x fp32 images/s on the improved CNN
+    (default_cnn_model); None when that model was not measured."""
+    name = default_cnn_model.__name__
+    if name not in models:
+        return None
+    ratio = speedup(results, name)
+    return (f"- Target (GPU): AMP + channels_last >= {SPEEDUP_TARGET:g}x fp32 images/s on {name} (the improved "
+            f"CNN): {ratio:.2f}x, " + ("met" if ratio >= SPEEDUP_TARGET else "NOT met"))
 
 
 def report(args, device, amp_dtype, results):
@@ -144,18 +164,21 @@ def report(args, device, amp_dtype, results):
         "# Training throughput: starter fp32 loop vs AMP + channels_last",
         "",
         f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}` (from `code/`)",
+        f"- Command: `{command_line('bench_train.py', args.argv)}` (from `code/`)",
         f"- Hardware: {hardware(device)}",
         f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"cudnn.benchmark {torch.backends.cudnn.benchmark}",
         f"- Batch {args.batch_size} x 3 x {args.img_size} x {args.img_size}, {args.warmup} warm-up + "
         f"{args.steps} timed steps per measurement, {args.repeats} interleaved rounds, "
         f"AMP dtype {amp_name}; synthetic batch on the device (no data loading).",
-        "- fp32: the starter's loop (fp32 NCHW). amp_cl: autocast + channels_last"
-        + (" + GradScaler." if amp_dtype == torch.float16 else " (bf16 needs no GradScaler)."),
+        "- fp32: the starter's loop (fp32 NCHW). amp_cl: main.py's loop, autocast + channels_last"
+        + (" + GradScaler" if amp_dtype == torch.float16 else " (bf16 needs no GradScaler)")
+        + (", fused SGD." if device.type == "cuda" else "."),
     ]
     if device.type == "cpu":
         lines.append("- CPU run: it checks that the benchmark works; GPU throughput needs a CUDA device.")
+    elif target_line(results, args.models):
+        lines.append(target_line(results, args.models))
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += [
@@ -167,14 +190,13 @@ def report(args, device, amp_dtype, results):
     for name in args.models:
         with torch.device("meta"):
             params = sum(p.numel() for p in MODELS[name]().parameters())
-        base = [r[0] for r in results[(name, "fp32")]]
         for loop in LOOPS:
             rates = [r[0] for r in results[(name, loop)]]
             peaks = [r[1] for r in results[(name, loop)] if r[1] is not None]
             peak = f"{max(peaks) / 2 ** 20:.0f}" if peaks else "n/a (CPU)"
-            speedup = statistics.median(r / b for r, b in zip(rates, base))
+            ratio = 1.0 if loop == "fp32" else speedup(results, name)
             lines.append(f"| {name} | {params / 1e6:.2f} | {loop} | {statistics.median(rates):.1f} "
-                         f"| {min(rates):.1f}-{max(rates):.1f} | {peak} | {speedup:.2f}x |")
+                         f"| {min(rates):.1f}-{max(rates):.1f} | {peak} | {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

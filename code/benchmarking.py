@@ -1,6 +1,8 @@
-"""Helpers shared by the benchmark scripts and the experiment runner: the CPU's name and timing."""
+"""Helpers shared by the benchmark scripts and the experiment runner: the CPU's name, timing and
+the command line a report records."""
 import os
 import platform
+import shlex
 import time
 
 import torch
@@ -14,6 +16,18 @@ def cpu_model():
         if names:
             return names[0]
     return platform.processor() or platform.machine()
+
+
+def command_line(script, argv):
+    """``python <script> <argv>`` as one line to paste into a shell, for a report: arguments are
+    quoted only where the shell needs it, in double quotes when they hold a single quote and
+    nothing that the shell expands inside double quotes (shlex.quote writes ``'"'"'`` for it).
+    ``script`` is reduced to its file name."""
+    def word(arg):
+        if "'" in arg and not any(c in arg for c in '"$`\\!'):
+            return f'"{arg}"'
+        return shlex.quote(arg)
+    return " ".join(["python", os.path.basename(script)] + [word(a) for a in argv])
 
 
 def synchronize(device):

@@ -396,6 +396,22 @@ def make_grad_scaler(device, amp_dtype):
     return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
+def load_scaler_state(scaler, state):
+    """Resume the GradScaler across AMP modes and devices. Only an fp16 run's checkpoint holds
+    a loss scale; a bf16, float32 or CPU run saves its disabled scaler's empty state. An
+    enabled scaler takes the saved scale when there is one and starts afresh otherwise; a
+    disabled one needs none. Returns a line for the user when the modes differ, else None."""
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
+        return None
+    if scaler.is_enabled():
+        return ("=> GradScaler: the checkpoint holds no fp16 loss scale (saved in bf16, float32 or on the "
+                f"CPU); starting from the default scale {scaler.get_scale():g}")
+    if state:
+        return "=> GradScaler: the checkpoint's fp16 loss scale is not needed here (no fp16 autocast)"
+    return None
+
+
 def peak_memory_mb(device):
     """Peak CUDA memory allocated, or the process's peak resident memory on the CPU (MiB)."""
     if device.type == "cuda":
@@ -629,8 +645,8 @@ def check_args(args):
     for name in ("epochs", "batch_size", "val_batch_size", "print_freq"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not 0 <= args.warmup <= args.epochs:
-        raise UserError(f"--warmup {args.warmup} must lie in [0, --epochs {args.epochs}]")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
     if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
         raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
     if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
@@ -742,8 +758,19 @@ def open_run(args, config, ckpt, is_demo):
     return run_folder, writer
 
 
+def clamp_warmup(args):
+    """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
+    warms up over all of it, and says so (a resumed run follows its checkpoint's schedule)."""
+    if args.warmup > args.epochs:
+        if not args.resume:
+            print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
+                  f"warming up over all {args.epochs} epoch(s)")
+        args.warmup = args.epochs
+
+
 def train(args, device, is_demo):
     """The training loop: build everything, resume if asked, train and validate each epoch."""
+    clamp_warmup(args)
     ckpt, config = resume_config(args)
     torch.manual_seed(args.seed)
     model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
@@ -768,7 +795,9 @@ def train(args, device, is_demo):
     if ckpt is not None:
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        note = load_scaler_state(scaler, ckpt.get("scaler"))
+        if note:
+            print(note)
         best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
         print(f"=> resumed {args.resume} at epoch {start_epoch} (best Acc@1 {best_acc1:.3f})")
     run_folder, writer = open_run(args, config, ckpt, is_demo)

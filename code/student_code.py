@@ -980,6 +980,10 @@ class PGDAttack:
         random_start: start from a uniform random point of the ball instead of the input itself
             (off by default, as in the course's starter).
         mean, std: per-channel statistics that the inputs were normalized with.
+
+    The input's range is checked on the CPU before the attack. On CUDA the check runs on the
+    device and its verdict comes back without the host waiting for it: a batch outside the
+    range raises the ValueError at a later call to ``perturb``, the first after the GPU got there.
     """
 
     def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, random_start=False,
@@ -1003,14 +1007,31 @@ class PGDAttack:
         self.std = tuple(std)
         self.low = torch.tensor([(0.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
         self.high = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
+        self._init_device_state()
+
+    def _init_device_state(self):
+        """Per-run state, neither copied nor pickled: the valid-range bounds per (device, dtype)
+        and the CUDA range checks in flight, each (pinned host verdict, CUDA event)."""
+        self._bounds = {}
+        self._pending_checks = []
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_bounds"], state["_pending_checks"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_device_state()
 
     def perturb(self, model, input):
         """Adversarial version of ``input`` for ``model``.
 
         Args:
-            model: nn.Module mapping (B, C, H, W) to logits (B, K). It runs in eval mode while
-                attacked and gets its mode back afterwards; the ``.grad`` of its parameters are
-                left as they were.
+            model: nn.Module mapping (B, C, H, W) to logits (B, K). It runs in eval mode and
+                with ``requires_grad`` off on its parameters while attacked (so that no weight
+                gradient is computed, not even by a custom autograd Function), and gets both back
+                afterwards, also on an exception; the ``.grad`` of its parameters are left as they were.
             input: (B, C, H, W) floating tensor normalized with ``mean``/``std`` (every channel
                 within its valid range). It is not modified.
         Returns:
@@ -1019,7 +1040,8 @@ class PGDAttack:
         Raises:
             TypeError: ``model`` is not an nn.Module.
             ValueError: ``input`` is not a 4-D floating tensor with len(mean) channels, or lies
-                outside the valid range (not normalized with ``mean``/``std``).
+                outside the valid range (not normalized with ``mean``/``std``; on CUDA: an earlier
+                call's input, see the class docstring).
             RuntimeError: called inside torch.inference_mode(), where autograd cannot run.
         """
         if not isinstance(model, nn.Module):
@@ -1031,27 +1053,66 @@ class PGDAttack:
         ball_low = torch.maximum(x0 - self.epsilon, low)  # (B, C, H, W)
         ball_high = torch.minimum(x0 + self.epsilon, high)  # (B, C, H, W)
         was_training = model.training
+        frozen = [p for p in model.parameters() if p.requires_grad]
         model.eval()
         try:
+            for p in frozen:
+                p.requires_grad_(False)  # gradients for the input only
             with torch.enable_grad():
                 return self._descend(model, x0, ball_low, ball_high)
         finally:
+            for p in frozen:
+                p.requires_grad_(True)
             model.train(was_training)
 
     def _check_range(self, x0):
-        """Valid-range bounds (1, C, 1, 1) for ``x0``; raise if ``x0`` is no normalized batch."""
+        """Valid-range bounds (1, C, 1, 1) for ``x0``; raise if ``x0`` is no normalized batch
+        (on CUDA: if an earlier call's verdict has come back saying so)."""
         if x0.dim() != 4 or not x0.is_floating_point() or x0.shape[1] != len(self.mean):
             raise ValueError(f"input must be a (B, {len(self.mean)}, H, W) floating tensor, "
                              f"got {tuple(x0.shape)} {x0.dtype}")
-        low = self.low.to(device=x0.device, dtype=x0.dtype).view(1, -1, 1, 1)  # (1, C, 1, 1)
-        high = self.high.to(device=x0.device, dtype=x0.dtype).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        low, high = self._device_bounds(x0)
+        if not x0.numel():
+            return low, high
         tol = max(1e-3, 8 * torch.finfo(x0.dtype).eps)
-        if x0.numel() and ((x0 < low - tol).any() or (x0 > high + tol).any()):
-            raise ValueError(
-                f"input has values in [{x0.min().item():.3f}, {x0.max().item():.3f}] outside the valid "
-                f"range per channel, low={self.low.tolist()} high={self.high.tolist()}: it must be "
-                f"normalized [0, 1] images with mean={self.mean}, std={self.std}")
+        outside = ((x0 < low - tol) | (x0 > high + tol)).any()  # 0-d bool on x0's device
+        if x0.device.type == "cuda":
+            verdict = torch.stack([outside.float(), x0.amin().float(), x0.amax().float()])  # (3,) on the GPU
+            host = torch.empty(3, pin_memory=True)
+            host.copy_(verdict, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            self._pending_checks.append((host, done))
+            self._raise_for_returned_checks()
+        elif outside:
+            raise ValueError(self._range_message(x0.min().item(), x0.max().item(), "input"))
         return low, high
+
+    def _device_bounds(self, x0):
+        """(low, high), each (1, C, 1, 1) on x0's device and dtype, copied there once."""
+        key = (x0.device, x0.dtype)
+        if key not in self._bounds:
+            both = torch.stack([self.low, self.high]).to(x0.dtype)  # (2, C)
+            if x0.device.type == "cuda":
+                both = both.pin_memory()  # an asynchronous copy, not one that waits for the GPU
+            both = both.to(x0.device, non_blocking=True)
+            self._bounds[key] = (both[0].view(1, -1, 1, 1), both[1].view(1, -1, 1, 1))
+        return self._bounds[key]
+
+    def _raise_for_returned_checks(self):
+        """Raise the ValueError for the oldest CUDA range check that has come back outside the
+        range; checks whose copy has not finished yet stay pending (nothing waits for them)."""
+        while self._pending_checks and self._pending_checks[0][1].query():
+            host, _ = self._pending_checks.pop(0)
+            outside, lowest, highest = host.tolist()
+            if outside:
+                self._pending_checks.clear()
+                raise ValueError(self._range_message(lowest, highest, "an input of an earlier call"))
+
+    def _range_message(self, lowest, highest, what):
+        return (f"{what} has values in [{lowest:.3f}, {highest:.3f}] outside the valid range per channel, "
+                f"low={self.low.tolist()} high={self.high.tolist()}: it must be normalized [0, 1] images "
+                f"with mean={self.mean}, std={self.std}")
 
     def _descend(self, model, x0, ball_low, ball_high):
         """The PGD loop (eval mode, grad enabled); returns the detached (B, C, H, W) result."""

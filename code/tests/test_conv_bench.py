@@ -58,3 +58,18 @@ def test_tiny_run_writes_results_with_equal_held_memory(tmp_path):
     assert float(network["held_ratio"]) == 1.0  # the custom op keeps exactly what native keeps
     assert all(float(r[k]) > 0 for r in written for k in ("native_train_ms", "custom_train_ms", "train_ratio"))
     assert "hardware: CPU" in open(os.path.join(tmp_path, "conv_benchmark.md"), encoding="utf-8").read()
+
+
+def test_named_report_and_gpu_target_lines(tmp_path):
+    bench_conv.main(["--nets", "simplenet", "--layers", "", "--batch-size", "2", "--img-size", "32", "--repeats", "1",
+                     "--warmup", "0", "--threads", "1", "--device", "cpu", "--out-dir", str(tmp_path),
+                     "--name", "conv_amp"])
+    assert sorted(os.listdir(tmp_path)) == ["conv_amp.csv", "conv_amp.md"]
+    text = open(tmp_path / "conv_amp.md", encoding="utf-8").read()
+    assert "Target (GPU)" not in text, "a CPU run states no GPU target"
+    rows = [dict(kind="layer", name="simplenet", threads=1, train_ratio=9.0),
+            dict(kind="network", name="simplenet", threads=1, train_ratio=2.5),
+            dict(kind="network", name="resnet18", threads=1, train_ratio=3.5)]
+    assert bench_conv.target_lines(rows) == [
+        "- Target (GPU): custom / native forward + backward time <= 3x on simplenet (threads 1): 2.50x, met",
+        "- Target (GPU): custom / native forward + backward time <= 3x on resnet18 (threads 1): 3.50x, NOT met"]

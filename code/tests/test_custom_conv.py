@@ -222,6 +222,24 @@ def test_cpu_autocast_runs_gemms_in_bfloat16():
         torch.testing.assert_close(grad, ref_grad, rtol=5e-2, atol=0.5)
 
 
+def test_bf16_weight_gradient_is_summed_in_float32(monkeypatch):
+    """Under bf16 autocast each chunk's GEMM gives bf16, but the sum over the chunks must be
+    float32: summed in bf16 over 256 one-sample chunks, the weight gradient is off by about 2%
+    (each addition rounds the running sum to 8 bits), against 0.2% from the chunks' own rounding."""
+    monkeypatch.setitem(student_code._COLS_CHUNK_BYTES, "cpu", (1, 1))  # one sample per chunk
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, 4, 4, generator=gen)
+    weight = torch.randn(8, 4, 3, 3, generator=gen, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = custom_conv2d(x, weight, None, 1, 1)
+    assert student_code._Im2Col((256, 4, 4, 4), 8, 3, 1, 1, output).chunk == 1
+    grad_output = torch.randn(output.shape, generator=gen).to(output.dtype)
+    grad_weight, = torch.autograd.grad(output, weight, grad_output)
+    exact = torch.nn.grad.conv2d_weight(x.bfloat16().double(), weight.shape, grad_output.double(), padding=1)
+    assert grad_weight.dtype == torch.float32
+    assert ((grad_weight.double() - exact).norm() / exact.norm()).item() < 0.005
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(weight_shape=(4, 3, 3, 2)), "square"),
     (dict(weight_shape=(4, 2, 3, 3)), "channels"),

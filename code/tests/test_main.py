@@ -95,6 +95,42 @@ def test_resume_equals_an_uninterrupted_run(demo_data, tmp_path, monkeypatch):
     assert scalars(full, "data/learning_rate") == scalars(cut, "data/learning_rate")
 
 
+def test_scaler_state_loads_across_amp_modes():
+    disabled_state = torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    fp16_state = torch.amp.GradScaler("cpu", init_scale=1024.0).state_dict()
+    assert disabled_state == {} and fp16_state["scale"] == 1024.0
+    enabled = torch.amp.GradScaler("cpu")
+    assert "no fp16 loss scale" in driver.load_scaler_state(enabled, disabled_state)
+    assert enabled.is_enabled() and enabled.get_scale() == 65536.0
+    assert driver.load_scaler_state(enabled, fp16_state) is None and enabled.get_scale() == 1024.0
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    assert "not needed" in driver.load_scaler_state(disabled, fp16_state) and not disabled.is_enabled()
+    assert driver.load_scaler_state(disabled, disabled_state) is None
+
+
+@pytest.mark.parametrize("saved, resumed", [("float32", "fp16"), ("fp16", "float32")])
+def test_resume_across_amp_modes_and_devices(trained_run, tmp_path, demo_data, monkeypatch, capsys, saved, resumed):
+    """A checkpoint of a CPU / bf16 / --no-amp run (empty scaler state) resumed by an fp16 run, whose
+    GradScaler is enabled, and an fp16 CUDA checkpoint (loss scale, fused optimizer) resumed on the CPU."""
+    ckpt = torch.load(os.path.join(trained_run, "models", "checkpoint.pth.tar"), weights_only=True)
+    if saved == "fp16":
+        ckpt["scaler"] = torch.amp.GradScaler("cpu", init_scale=2048.0).state_dict()
+        for group in ckpt["optimizer"]["param_groups"]:
+            group["fused"] = True
+    assert (ckpt["scaler"] == {}) == (saved == "float32")
+    torch.save(ckpt, tmp_path / "saved.pth.tar")
+    if resumed == "fp16":  # an enabled scaler in a float32 CPU run: the loss scaling is real, only unneeded
+        monkeypatch.setattr(driver, "make_grad_scaler", lambda device, amp_dtype: torch.amp.GradScaler("cpu"))
+    capsys.readouterr()
+    driver.main(run_args(demo_data, tmp_path / "logs", "--epochs", "3", "--resume", str(tmp_path / "saved.pth.tar")))
+    out = capsys.readouterr().out
+    assert ("no fp16 loss scale" in out) == (resumed == "fp16") and ("not needed" in out) == (saved == "fp16")
+    new = torch.load(os.path.join(only_run(tmp_path / "logs"), "models", "checkpoint.pth.tar"), weights_only=True)
+    assert new["epoch"] == 3
+    assert (new["scaler"] == {}) == (resumed == "float32")
+    assert not any(group["fused"] for group in new["optimizer"]["param_groups"]), "this run's kernels"
+
+
 def test_a_new_run_never_reuses_a_folder(demo_data, tmp_path, monkeypatch):
     fixed = driver.datetime.datetime(2026, 1, 2, 3, 4, 5)
 
@@ -147,6 +183,22 @@ def test_bad_inputs_give_one_line_errors(demo_data, trained_run, tmp_path, capsy
                       "flags ask for")
     expect_user_error([demo_data, "--use-vit", "--use-resnet18"], capsys, "conflicting")
     expect_user_error([demo_data, "--epochs", "0"], capsys, "--epochs")
+
+
+def test_one_epoch_quick_check_clamps_the_warmup(demo_data, tmp_path, capsys):
+    driver.main(driver.get_args_parser().parse_args(
+        [demo_data, "--arch", "simplenet", "--epochs", "1", "-b", "16", "-j", "0", "--lr", "0.05", "-p", "1",
+         "--log-dir", str(tmp_path)]))
+    out = capsys.readouterr().out.splitlines()
+    assert [ln for ln in out if "--warmup" in ln] == [
+        "=> --warmup 5 is longer than --epochs 1: warming up over all 1 epoch(s)"]
+    assert [ln for ln in out if ln.startswith("=> precision:")] == ["=> precision: float32 (no AMP on the CPU)"]
+    run = only_run(tmp_path)
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["args"]["warmup"] == 1
+    lrs = [lr for _, lr in scalars(run, "data/learning_rate")]
+    assert len(lrs) == 4 and lrs == sorted(lrs) and lrs[-1] == pytest.approx(0.05), "one warmup epoch"
+    expect_user_error([demo_data, "--warmup", "-1"], capsys, "--warmup")
 
 
 def test_incompatible_weights_are_named(demo_data, trained_run, tmp_path, capsys):

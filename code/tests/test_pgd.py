@@ -3,6 +3,8 @@
 The attack is checked on a small CNN (with BatchNorm and dropout, so that the model's mode
 matters) that this module trains itself on faint oriented stripes, on CPU, in about a second.
 """
+import copy
+import pickle
 import weakref
 
 import pytest
@@ -10,9 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import student_code
 from stripes import stripe_images
-from student_code import (IMAGENET_MEAN, IMAGENET_STD, PGDAttack, default_attack, default_visfunction,
-                          vis_adversarial, vis_grid)
+from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, PGDAttack, SimpleNet, default_attack,
+                          default_visfunction, vis_adversarial, vis_grid)
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
@@ -172,6 +175,60 @@ def test_model_input_and_grads_are_left_untouched(trained, mode):
     model.eval()
 
 
+def test_parameters_are_frozen_during_the_attack_and_restored(trained):
+    model, x, _ = trained
+    params = list(model.parameters())
+    params[0].requires_grad_(False)  # a frozen layer stays frozen
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append([p.requires_grad for p in params]))
+    try:
+        PGDAttack(nn.CrossEntropyLoss(), num_steps=2).perturb(model, x[:8])
+        assert seen and all(not any(flags) for flags in seen), "no parameter requires grad while attacked"
+        assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
+
+        def failing_loss(logits, target):
+            raise RuntimeError("loss failed")
+
+        with pytest.raises(RuntimeError, match="loss failed"):
+            PGDAttack(failing_loss, num_steps=2).perturb(model, x[:8])
+        assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1), "restored on errors"
+    finally:
+        hook.remove()
+        params[0].requires_grad_(True)
+
+
+def test_custom_conv_computes_no_weight_gradients_during_the_attack(monkeypatch):
+    """CustomConv2DFunction decides at forward time (needs_input_grad) which gradients its backward
+    computes; the attack wants only the input's."""
+    real_backward = student_code.CustomConv2DFunction.backward
+    weight_grads = []
+
+    def counting_backward(ctx, grad_output):
+        grads = real_backward(ctx, grad_output)
+        weight_grads.append(grads[1] is not None)
+        return grads
+
+    monkeypatch.setattr(student_code.CustomConv2DFunction, "backward", staticmethod(counting_backward))
+    torch.manual_seed(0)
+    model = SimpleNet(conv_op=CustomConv2d, num_classes=4).eval()
+    x = normalize(torch.rand(2, 3, 32, 32))
+    adv = PGDAttack(nn.CrossEntropyLoss(), num_steps=2).perturb(model, x)
+    assert len(weight_grads) == 2 * 7 and not any(weight_grads), "2 steps x 7 convs, input gradients only"
+    assert not torch.equal(adv, x)
+    weight_grads.clear()
+    F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()  # control: training needs them
+    assert weight_grads == [True] * 7
+
+
+def test_attack_copies_and_pickles_without_its_device_state(trained):
+    model, x, _ = trained
+    attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=1)
+    attack.perturb(model, x[:2])
+    for clone in (copy.deepcopy(attack), pickle.loads(pickle.dumps(attack))):
+        assert clone._bounds == {} and clone._pending_checks == []
+        assert torch.equal(clone.perturb(model, x[:2]), attack.perturb(model, x[:2]))
+
+
 def test_works_inside_no_grad_and_never_aliases_the_input(trained):
     model, x, _ = trained
     attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=3)
@@ -239,6 +296,20 @@ def test_random_start_draws_a_point_of_the_ball(trained):
     assert abs(delta[inside].abs().mean().item() - EPS / 2) < 0.01  # uniform on [-eps, eps]
 
 
+def test_random_start_stays_in_the_valid_range(trained):
+    """num_steps=0 returns the random start itself: no step's projection hides a missing clamp."""
+    model, x, _ = trained
+    pixels = x * STD + MEAN
+    pixels[:, :, :4] = 0.0  # black and white rows: noise of either sign would leave the range
+    pixels[:, :, -4:] = 1.0
+    x = normalize(pixels)
+    torch.manual_seed(4)
+    start = PGDAttack(nn.CrossEntropyLoss(), num_steps=0, epsilon=EPS, random_start=True).perturb(model, x)
+    assert (start >= LOW - 1e-6).all() and (start <= HIGH + 1e-6).all()
+    assert ((start - x).abs() <= EPS + 1e-6).all()
+    assert (start[:, :, :4] > LOW + EPS / 10).float().mean() > 0.4, "the black rows still move, upwards"
+
+
 def test_default_attack_keeps_the_starter_settings():
     attack = default_attack(nn.CrossEntropyLoss())
     assert isinstance(attack, PGDAttack)
@@ -304,3 +375,37 @@ def test_vis_adversarial_returns_photos_and_an_amplified_difference():
     assert torch.equal(tile(same, 0, 4, 8), torch.full((3, 8, 8), 0.5))
     with pytest.raises(ValueError, match="shapes differ"):
         vis_adversarial(normalize(pixels), normalize(pixels[:2]))
+
+
+def cuda_model_and_batch(trained):
+    model, x, _ = trained
+    return copy.deepcopy(model).cuda(), x.cuda()
+
+
+@pytest.mark.cuda
+def test_cuda_attack_never_blocks_the_host(trained):
+    model, x = cuda_model_and_batch(trained)
+    attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=3, random_start=True)
+    attack.perturb(model, x)  # warm-up: first kernels, cuDNN
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        advs = [attack.perturb(model, x) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for adv in advs:
+        assert ((adv - x).abs() <= EPS + 1e-6).all()
+    model.cpu()
+
+
+@pytest.mark.cuda
+def test_cuda_range_check_raises_at_a_later_call(trained):
+    model, x = cuda_model_and_batch(trained)
+    attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=1)
+    with pytest.raises(ValueError, match="valid range"):
+        attack.perturb(model, x * 0 + 255.0)  # raw pixels, not normalized
+        torch.cuda.synchronize()
+        attack.perturb(model, x)
+    attack.perturb(model, x)
+    torch.cuda.synchronize()
+    attack.perturb(model, x)  # a good batch after the error: nothing pending

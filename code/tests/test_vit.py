@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import student_code
-from student_code import Attention, ImprovedViT, SimpleViT
+from student_code import Attention, ImprovedViT, SimpleViT, sincos_pos_embed_2d
 
 TINY_SIMPLE = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=3, num_heads=2,
                    window_size=2, window_block_indexes=(0, 2))
@@ -87,6 +87,39 @@ def test_learns_a_fixed_batch(cls, kwargs):
     model.eval()
     assert losses[-1] < losses[0] / 2, f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     assert (model(x).argmax(1) == y).all()
+
+
+def record(module, key, seen, pre=False):
+    """Keep ``module``'s first input (pre=True) or output in ``seen[key]`` at every forward."""
+    if pre:
+        return module.register_forward_pre_hook(lambda m, args: seen.__setitem__(key, args[0]))
+    return module.register_forward_hook(lambda m, args, out: seen.__setitem__(key, out))
+
+
+@pytest.mark.parametrize("cls,kwargs", [(SimpleViT, TINY_SIMPLE), (ImprovedViT, TINY_IMPROVED)])
+def test_head_reads_the_mean_of_all_tokens(cls, kwargs):
+    torch.manual_seed(0)
+    model = cls(**kwargs).eval()
+    seen = {}
+    record(model.blocks[-1], "tokens", seen)  # (B, h, w, C)
+    record(model.norm, "pooled", seen, pre=True)  # (B, C)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert min(seen["tokens"].shape[1:3]) >= 4  # a grid of tokens, not one
+    torch.testing.assert_close(seen["pooled"], seen["tokens"].mean(dim=(1, 2)))
+
+
+def test_improved_vit_adds_the_sincos_positions():
+    torch.manual_seed(0)
+    model = ImprovedViT(**TINY_IMPROVED).eval()
+    seen = {}
+    record(model.stem, "patches", seen)  # (B, h, w, C)
+    record(model.blocks[0], "tokens", seen, pre=True)  # (B, h, w, C)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    positions = sincos_pos_embed_2d(8, 8, 16)  # (h, w, C): the 32x32 input, stem stride 4
+    assert positions.abs().amax() > 0.5
+    torch.testing.assert_close(seen["tokens"] - seen["patches"], positions.expand(2, -1, -1, -1))
 
 
 def test_stochastic_depth_only_in_train_mode():

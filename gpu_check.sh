@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# GPU self-check: one command on a CUDA machine, at most 8 minutes.
+#   bash gpu_check.sh
+# 1. the CUDA-only tests (pytest -m cuda);
+# 2. bench_train.py at batch 256: the starter's fp32 loop vs AMP + channels_last for SimpleNet, the
+#    improved CNN and ResNet18 (random init); target: >= 2x fp32 images/s on the improved CNN;
+# 3. bench_conv.py on CUDA (fp32, then the networks under AMP); target: custom <= 3x native time;
+# 4. bench_attention.py on CUDA;
+# 5. a short training on a generated demo set with AMP, a resume, -e and -a, and the custom
+#    convolution trained and attacked.
+# Every step runs under `timeout`, cut to what is left of an overall budget (GPU_CHECK_BUDGET_S,
+# default 450 s). Writes results/gpu/*.md, each naming the GPU and the torch version, and the steps'
+# logs to results/gpu/logs/; exit status 1 when a step failed or ran out of time. Without CUDA it
+# says so in one line and exits 0. PYTHON=... picks the interpreter (default .venv/bin/python,
+# else python3).
+set -uo pipefail
+START=$SECONDS
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
+cd "$(dirname "$0")" || exit 2
+ROOT=$(pwd)
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
+fi
+if ! cuda=$(timeout 60 "$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null); then
+  echo "error: gpu_check: cannot import torch with $PY (run setup.sh, or set PYTHON)" >&2
+  exit 2
+fi
+if [ "$cuda" != "1" ]; then
+  echo "gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing to check"
+  exit 0
+fi
+
+OUT="$ROOT/results/gpu"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
+FAILED=0
+ROWS=()  # the summary table, one row per step
+DEMO=$(mktemp -d)
+trap 'rm -rf "$DEMO"' EXIT
+
+# run_step NAME LIMIT_S LOG COMMAND...: run COMMAND in code/ for at most LIMIT_S seconds (less when
+# the budget is nearly spent), output to results/gpu/logs/LOG; status 0 when it succeeded.
+run_step() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local left=$((BUDGET - (SECONDS - START)))
+  if ((left < limit)); then limit=$left; fi
+  if ((limit < 5)); then
+    ROWS+=("| $name | skipped: time budget spent | 0 | |")
+    FAILED=1
+    return 1
+  fi
+  echo "== $name (at most ${limit} s)"
+  local t0=$SECONDS rc=0 status
+  (cd "$ROOT/code" && timeout --kill-after=10 "$limit" "$@") >"$LOGS/$log" 2>&1 || rc=$?
+  case $rc in
+    0) status=ok ;;
+    124 | 137) status="timed out after ${limit} s" ;;
+    *) status="failed (exit $rc)" ;;
+  esac
+  [ "$rc" = 0 ] || FAILED=1
+  echo "   $status in $((SECONDS - t0)) s (results/gpu/logs/$log)"
+  ROWS+=("| $name | $status | $((SECONDS - t0)) | \`logs/$log\` |")
+  [ "$rc" = 0 ]
+}
+
+# expect NAME LOG COUNT TEXT: the log must hold exactly COUNT lines with TEXT (COUNT + : at least)
+expect() {
+  local found
+  found=$(grep -cF -- "$4" "$LOGS/$2")
+  if [ "${3%+}" != "$3" ] && ((found >= ${3%+})) || [ "$found" = "$3" ]; then return 0; fi
+  echo "   FAILED: $found line(s) with '$4' in results/gpu/logs/$2, expected $3"
+  ROWS+=("| $1 | FAILED: $found line(s) with \`$4\` in the log, expected $3 | | \`logs/$2\` |")
+  FAILED=1
+  return 1
+}
+
+# skip NAME WHY: a step that cannot run because an earlier one failed
+skip() {
+  ROWS+=("| $1 | skipped: $2 | 0 | |")
+  FAILED=1
+}
+
+ENV_LINES=$(cd code && timeout 60 "$PY" - <<'EOF'
+import platform
+
+import torch
+import torchvision
+
+from mixed_precision import cuda_amp_dtype
+
+d = torch.cuda.current_device()
+p = torch.cuda.get_device_properties(d)
+print(f"- GPU: {p.name}, compute capability {p.major}.{p.minor}, {p.total_memory / 2 ** 30:.0f} GiB "
+      f"({torch.cuda.device_count()} visible)")
+print(f"- torch {torch.__version__}, torchvision {torchvision.__version__}, CUDA {torch.version.cuda}, "
+      f"cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()}")
+print(f"- main.py's AMP dtype here: {str(cuda_amp_dtype(d)).replace('torch.', '')}")
+EOF
+) || { ENV_LINES="- (could not read the GPU's properties)"; FAILED=1; }
+DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+[ -n "$DRIVER" ] && ENV_LINES+=$'\n'"- NVIDIA driver $DRIVER"
+AMP=$(cd code && timeout 60 "$PY" -c "import torch; from mixed_precision import cuda_amp_dtype; \
+print('bf16' if cuda_amp_dtype(torch.cuda.current_device()) == torch.bfloat16 else 'fp16')" 2>/dev/null) || AMP=fp16
+echo "$ENV_LINES"
+STAMP="- Date: $(date '+%Y-%m-%d %H:%M'), written by \`bash gpu_check.sh\`"
+
+# 1. CUDA-only tests
+run_step "CUDA-only tests (pytest -m cuda)" 150 cuda_tests.log \
+  "$PY" -m pytest tests -m cuda -q -p no:cacheprovider -rs
+{
+  printf '# CUDA-only tests (pytest -m cuda)\n\n%s\n%s\n\n```\n' "$STAMP" "$ENV_LINES"
+  tail -n 30 "$LOGS/cuda_tests.log"
+  printf '```\n'
+} >"$OUT/cuda_tests.md"
+
+# 2. training throughput at batch 256
+run_step "bench_train.py, batch 256" 150 bench_train.log \
+  "$PY" bench_train.py --batch-size 256 --steps 10 --warmup 3 --repeats 3 --device cuda \
+  --out "$OUT/train_throughput.md" && expect "bench_train.py target line" bench_train.log 1 "Target (GPU)"
+
+# 3. custom vs native convolution: every layer and network in fp32, then the networks under AMP
+run_step "bench_conv.py, fp32" 120 bench_conv.log \
+  "$PY" bench_conv.py --device cuda --out-dir "$OUT" && expect "bench_conv.py target lines" bench_conv.log 3+ "Target (GPU)"
+run_step "bench_conv.py, AMP $AMP, networks" 60 bench_conv_amp.log \
+  "$PY" bench_conv.py --device cuda --amp "$AMP" --layers "" --out-dir "$OUT" --name conv_benchmark_amp
+
+# 4. attention paths and ViT budgets
+run_step "bench_attention.py" 60 bench_attention.log \
+  "$PY" bench_attention.py --device cuda --out "$OUT/attention_benchmark.md"
+
+# 5. demo-set training with AMP, resume, -e, -a; the custom convolution trained and attacked
+DATA="$DEMO/data"
+DEMO_FLAGS=(-b 64 --lr 0.05 -j 4 -p 4)
+if run_step "demo set: make_demo_data.py" 60 demo_data.log \
+  "$PY" make_demo_data.py "$DATA" --classes 10 --train-per-class 50 --val-per-class 10; then
+  run_step "demo: train the improved CNN, AMP, 2 epochs" 120 demo_train.log \
+    "$PY" main.py "$DATA" --arch cnn --epochs 2 --warmup 1 "${DEMO_FLAGS[@]}" --log-dir "$DEMO/logs" &&
+    expect "demo: AMP in use" demo_train.log 1 "=> precision: AMP"
+  runs=("$DEMO"/logs/*/)  # the run folder main.py made (the pattern itself when there is none)
+  RUN=${runs[0]}
+  if [ -f "${RUN}models/checkpoint.pth.tar" ]; then
+    run_step "demo: resume to epoch 3" 90 demo_resume.log \
+      "$PY" main.py "$DATA" --epochs 3 "${DEMO_FLAGS[@]}" --resume "${RUN}models/checkpoint.pth.tar" \
+      --log-dir "$DEMO/logs" && expect "demo: resumed" demo_resume.log 1 "=> resumed"
+    run_step "demo: -e (flip averaging)" 60 demo_eval.log \
+      "$PY" main.py "$DATA" -e --resume "${RUN}models/model_best.pth.tar" -j 4 &&
+      expect "demo: -e accuracies" demo_eval.log 2 "******Acc@1"
+    run_step "demo: -a (PGD)" 60 demo_attack.log \
+      "$PY" main.py "$DATA" -a --resume "${RUN}models/checkpoint.pth.tar" -j 4 &&
+      expect "demo: -a accuracy" demo_attack.log 1 "******Acc@1"
+  else
+    skip "demo: resume, -e, -a" "the training left no checkpoint"
+  fi
+  run_step "demo: train SimpleNet with the custom conv, AMP, 1 epoch" 90 demo_custom_train.log \
+    "$PY" main.py "$DATA" --arch simplenet --use-custom-conv --epochs 1 --warmup 0 "${DEMO_FLAGS[@]}" \
+    --log-dir "$DEMO/logs_custom"
+  runs=("$DEMO"/logs_custom/*/)
+  CRUN=${runs[0]}
+  if [ -f "${CRUN}models/checkpoint.pth.tar" ]; then
+    run_step "demo: -a on the custom conv" 60 demo_custom_attack.log \
+      "$PY" main.py "$DATA" -a --resume "${CRUN}models/checkpoint.pth.tar" -j 4 &&
+      expect "demo: custom-conv -a accuracy" demo_custom_attack.log 1 "******Acc@1"
+  else
+    skip "demo: -a on the custom conv" "its training left no checkpoint"
+  fi
+else
+  skip "demo: training, resume, -e, -a" "no demo set"
+fi
+{
+  printf '# Demo-set runs of main.py on the GPU\n\n%s\n%s\n' "$STAMP" "$ENV_LINES"
+  printf -- '- Data: a generated DEMO set (10 classes, 50 train / 10 val images each), NOT MiniPlaces: the\n'
+  printf '  accuracies only show that the runs work.\n\n'
+  for log in demo_train demo_resume demo_eval demo_attack demo_custom_train demo_custom_attack; do
+    [ -f "$LOGS/$log.log" ] || continue
+    printf '## %s\n\n```\n' "$log"
+    grep -E '^(=>|\*{6}|Epoch: .*\[[0-9]+/[0-9]+\].*Loss|error)' "$LOGS/$log.log" | tail -n 12
+    printf '```\n\n'
+  done
+} >"$OUT/demo_run.md"
+
+TARGETS=$(cat "$OUT/train_throughput.md" "$OUT/conv_benchmark.md" 2>/dev/null | grep -F "Target (GPU)")
+{
+  printf '# GPU self-check\n\n%s\n%s\n- Budget %s s, used %s s\n\n' "$STAMP" "$ENV_LINES" "$BUDGET" "$((SECONDS - START))"
+  printf '| step | status | seconds | log |\n|---|---|---|---|\n'
+  printf '%s\n' "${ROWS[@]}"
+  printf '\n## Targets\n\n%s\n\n' "${TARGETS:-(none measured)}"
+  printf 'Reports: %s, %s, %s (and %s), %s, %s (demo data, not MiniPlaces).\n' "\`cuda_tests.md\`" \
+    "\`train_throughput.md\`" "\`conv_benchmark.md\`" "\`conv_benchmark_amp.md\`" "\`attention_benchmark.md\`" \
+    "\`demo_run.md\`"
+} >"$OUT/summary.md"
+echo
+echo "${TARGETS:-no target measured}"
+echo "gpu_check: $([ "$FAILED" = 0 ] && echo "all steps passed" || echo "some steps FAILED") in $((SECONDS - START)) s; see results/gpu/summary.md"
+exit "$FAILED"
