@@ -32,7 +32,7 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 import custom_transforms as T
-from benchmarking import cpu_model
+from benchmarking import command_line, cpu_model
 from custom_dataloader import MiniPlacesLoader
 from decoded_cache import with_decoded_cache
 from make_demo_data import DEMO_MARKER, make_demo_dataset
@@ -181,7 +181,7 @@ def table(best, args, is_demo):
              f"Data: {'the generated demo set (not MiniPlaces)' if is_demo else 'MiniPlaces'} in `{args.data}`, "
              f"first {args.images} train images, 128x128 JPEG. Hardware: {cpu_model()}, {os.cpu_count()} cores "
              f"(1-minute load average at the end: {os.getloadavg()[0]:.2f}). torch {torch.__version__}, "
-             f"OpenCV {cv2.__version__}. Command: `python bench_data.py {' '.join(sys.argv[1:])}`.", "",
+             f"OpenCV {cv2.__version__}. Command: `{command_line(__file__, args.argv)}` (from `code/`).", "",
              "## One core, images/s (x the course's row)", "",
              "| pipeline | decoded images | with JPEG decode | cached (decoded once) |", "|---|---|---|---|"]
     for name in PIPELINES:
@@ -225,6 +225,7 @@ def get_args_parser():
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     args.cache_dir = args.cache_dir or os.path.join(args.data, "cache")
     if not os.path.isfile(os.path.join(args.data, "train.txt")):
         print(f"=> no dataset in {args.data}: generating the demo set")
