@@ -11,35 +11,53 @@ event files directly (no TensorBoard server). Writes into ``<out>/<scale>/``:
     summary.csv / summary.md     best val top-1/top-5, epochs, time, images/s, peak memory
     conv_comparison.md           custom vs native conv runs, plus bench_conv.py's table
     pgd.csv / pgd.md             every attack; pgd_epsilon.md, pgd_steps.md, pgd_models.md
+    pgd_epsilon.png, pgd_steps.png  PGD top-1 against epsilon / steps, clean top-1 as a baseline
     pgd_samples_<name>.png       original / adversarial / difference images
-    summary.json                 the same numbers as data, for writeup/build_report.py
+    adv_robustness.csv / .md     standard vs adversarially trained model under the same attacks
+    eval.csv / eval.md           main.py -e: top-1/top-5 without and with flip averaging
+    experiments.md               every experiment's main.py flags at this scale and its state
+    summary.json                 the same numbers as data (and each figure's caption), for
+                                 writeup/build_report.py
+
+Figures are drawn at the width the report places them at (at most the page's text width,
+FIGURE_WIDTH inches), with text of at least 8 pt, so their text stays legible in print.
 """
 import argparse
 import csv
 import io
 import json
 import os
+import re
+import shlex
 import statistics
-import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
-from run_experiments import EXPERIMENTS, SCALES  # noqa: E402
+from run_experiments import EXPERIMENTS, SCALES, status_line  # noqa: E402
 
+# (group, title prefix, ((row, label), ...)): overlays and tables of rows trained alike. The
+# figure's title and caption name only the rows that have results.
 COMPARISONS = (
-    ("conv", "SimpleNet with nn.Conv2d vs CustomConv2d", ("conv-native", "conv-custom")),
-    ("cnn", "SimpleNet, improved CNN and ResNet18", ("simplenet", "cnn", "resnet18")),
-    ("vit", "SimpleViT, improved ViT and improved CNN", ("simplevit", "vit", "cnn")),
-    ("adv", "SimpleNet: standard vs adversarial training", ("simplenet", "adv-simplenet")),
+    ("conv", "SimpleNet with ", (("conv-native", "nn.Conv2d"), ("conv-custom", "CustomConv2d"))),
+    ("cnn", "", (("simplenet", "SimpleNet"), ("cnn", "improved CNN"), ("resnet18", "ResNet18"))),
+    ("vit", "", (("simplevit", "SimpleViT"), ("vit", "improved ViT"), ("cnn", "improved CNN"))),
+    ("adv", "SimpleNet, ", (("simplenet", "standard training"), ("adv-simplenet", "adversarial training"))),
 )
+ADV_PAIR = ("simplenet", "adv-simplenet")  # (standard, adversarially trained): adv_robustness.md
 IMAGE_TAGS = (("Image/Org_Image", "original"), ("Image/Adv_Image", "adversarial"),
               ("Image/Diff_Image", "difference (amplified to full contrast)"))
 MEMORY_NOTE = ("Peak memory: CUDA memory allocated on a GPU, the process's peak resident set size on "
                "a CPU (which includes the Python runtime and libraries).")
+FIGURE_WIDTH = 7.0  # inches; the report's text width is 180 mm = 7.09 in
+DPI = 150
+STYLE = {"font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5, "xtick.labelsize": 8, "ytick.labelsize": 8,
+         "legend.fontsize": 8, "figure.titlesize": 9, "lines.markersize": 3.5, "lines.linewidth": 1.2}
 SUMMARY_COLUMNS = (
     ("name", "experiment", "{}"), ("part", "part", "{}"), ("epochs", "epochs", "{}"),
     ("best_top1", "best val top-1 (%)", "{:.2f}"), ("top5_at_best", "val top-5 at that epoch (%)", "{:.2f}"),
@@ -54,9 +72,21 @@ COMPARE_COLUMNS = (
 )
 PGD_COLUMNS = (
     ("name", "attack", "{}"), ("target", "attacked model", "{}"), ("epsilon", "epsilon", "{:g}"),
-    ("num_steps", "steps", "{}"), ("clean_top1", "clean top-1 (%)", "{:.2f}"),
-    ("clean_top5", "clean top-5 (%)", "{:.2f}"), ("acc1", "PGD top-1 (%)", "{:.2f}"),
-    ("acc5", "PGD top-5 (%)", "{:.2f}"), ("drop_top1", "top-1 drop (points)", "{:.2f}"),
+    ("num_steps", "steps", "{}"), ("step_size", "step size", "{:g}"), ("clean_top1", "clean top-1 (%)", "{:.2f}"),
+    ("acc1", "PGD top-1 (%)", "{:.2f}"), ("acc5", "PGD top-5 (%)", "{:.2f}"),
+    ("drop_top1", "top-1 drop (points)", "{:.2f}"),
+)
+ADV_COLUMNS = (
+    ("epsilon", "epsilon", "{:g}"), ("num_steps", "steps", "{}"), ("step_size", "step size", "{:g}"),
+    ("std_clean", "standard: clean top-1 (%)", "{:.2f}"), ("std_pgd", "standard: PGD top-1 (%)", "{:.2f}"),
+    ("adv_clean", "adversarial: clean top-1 (%)", "{:.2f}"), ("adv_pgd", "adversarial: PGD top-1 (%)", "{:.2f}"),
+    ("gain", "adversarial - standard under PGD (points)", "{:+.2f}"),
+)
+EVAL_COLUMNS = (
+    ("target", "model", "{}"), ("plain_top1", "top-1 (%)", "{:.2f}"),
+    ("flip_top1", "top-1, flip-averaged (%)", "{:.2f}"),
+    ("gain_top1", "change (points)", "{:+.2f}"), ("plain_top5", "top-5 (%)", "{:.2f}"),
+    ("flip_top5", "top-5, flip-averaged (%)", "{:.2f}"), ("gain_top5", "change (points)", "{:+.2f}"),
 )
 
 
@@ -117,6 +147,12 @@ def summarize(scalars):
     }
 
 
+def join_names(names):
+    """'A', 'A and B', 'A, B and C'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def iteration_epochs(scalars, tag):
     """(epochs, values) of a per-iteration tag (step = global iteration) in epoch units."""
     last_epoch = scalars["data/top1_accuracy"][-1][0]
@@ -130,9 +166,34 @@ def plot_series(ax, scalars, tag, label, **style):
         ax.plot(*zip(*scalars[tag]), label=label, **style)
 
 
+def style_epoch_axis(ax, ylabel):
+    """Epochs on x with integer ticks, a grid, and ``ylabel``."""
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def style_loss_axis(ax):
+    """Loss on a log scale (ticks 1, 2, 5 per decade), so an outlying first epoch does not
+    flatten the rest of the curve."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    style_epoch_axis(ax, "loss (log scale)")
+
+
+def save(fig, path):
+    """Write ``fig`` at DPI and close it."""
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+@plt.rc_context(STYLE)
 def plot_curves(scalars, title, path):
     """Four panels of one run: losses, learning rate, train/val top-1, train/val top-5 (vs epoch)."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 2, figsize=(FIGURE_WIDTH, 4.2), layout="constrained")
     loss, lr, top1, top5 = axes.flat
     if "data/training_loss" in scalars:
         loss.plot(*iteration_epochs(scalars, "data/training_loss"), color="0.7", lw=0.8,
@@ -144,36 +205,37 @@ def plot_curves(scalars, title, path):
     for ax, k in ((top1, 1), (top5, 5)):
         plot_series(ax, scalars, f"data/train_top{k}_accuracy", "train", marker="o")
         plot_series(ax, scalars, f"data/top{k}_accuracy", "val", marker="s")
-    for ax, name in zip(axes.flat, ("loss", "learning rate", "top-1 accuracy (%)", "top-5 accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
+    style_loss_axis(loss)
+    for ax, name in ((lr, "learning rate"), (top1, "top-1 accuracy (%)"), (top5, "top-5 accuracy (%)")):
+        style_epoch_axis(ax, name)
+    for ax in axes.flat:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+            ax.legend()
+    fig.suptitle(title)
+    save(fig, path)
 
 
+@plt.rc_context(STYLE)
 def plot_overlay(runs, title, path):
-    """Overlaid curves of several runs ({label: scalars}): losses, val top-1, val top-5 (vs epoch)."""
-    fig, (loss, top1, top5) = plt.subplots(1, 3, figsize=(13, 4))
+    """Overlaid curves of several runs ({label: scalars}): losses, val top-1, val top-5 (vs
+    epoch), with one legend below the panels (colour: run; solid: train, dashed: val)."""
+    fig, (loss, top1, top5) = plt.subplots(1, 3, figsize=(FIGURE_WIDTH, 2.9), layout="constrained")
+    handles = []
     for i, (label, scalars) in enumerate(runs.items()):
         color = f"C{i}"
-        plot_series(loss, scalars, "data/train_loss", f"{label} train", color=color, marker="o")
-        plot_series(loss, scalars, "data/val_loss", f"{label} val", color=color, ls="--", marker="s")
-        plot_series(top1, scalars, "data/top1_accuracy", label, color=color, marker="s")
-        plot_series(top5, scalars, "data/top5_accuracy", label, color=color, marker="s")
-    for ax, name in ((loss, "loss"), (top1, "val top-1 accuracy (%)"), (top5, "val top-5 accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        plot_series(loss, scalars, "data/train_loss", None, color=color, marker="o")
+        plot_series(loss, scalars, "data/val_loss", None, color=color, ls="--", marker="s")
+        plot_series(top1, scalars, "data/top1_accuracy", None, color=color, ls="--", marker="s")
+        plot_series(top5, scalars, "data/top5_accuracy", None, color=color, ls="--", marker="s")
+        handles.append(Line2D([], [], color=color, lw=4, label=label))
+    handles += [Line2D([], [], color="k", marker="o", label="train"),
+                Line2D([], [], color="k", ls="--", marker="s", label="val")]
+    style_loss_axis(loss)
+    style_epoch_axis(top1, "val top-1 accuracy (%)")
+    style_epoch_axis(top5, "val top-5 accuracy (%)")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title)
+    save(fig, path)
 
 
 def crop_grid_rows(image, rows, cell=130, pad=2):
@@ -185,36 +247,63 @@ def crop_grid_rows(image, rows, cell=130, pad=2):
     return image[:rows * cell + pad]
 
 
-def plot_pgd_sweep(rows, key, xlabel, title, path):
-    """PGD top-1 against ``key`` (epsilon or num_steps), one line per attacked model."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for target in sorted({r["target"] for r in rows}):
-        points = sorted((r[key], r["acc1"]) for r in rows if r["target"] == target and r[key] is not None)
-        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=target)
+def describe_steps(rows):
+    """The step sizes of attack ``rows`` in words: 'step size epsilon/10' when every row's step
+    is the same fraction of its epsilon, else the distinct step sizes."""
+    ratios = {round(r["epsilon"] / r["step_size"], 6) for r in rows if r["step_size"]}
+    if len(ratios) == 1 and all(r["step_size"] for r in rows):
+        return f"step size epsilon/{next(iter(ratios)):g}"
+    return "step size " + ", ".join(f"{s:g}" for s in sorted({r["step_size"] for r in rows}))
+
+
+def pgd_sweep_title(rows, key):
+    """The title of a sweep over ``key``: what varies and what is held (steps or epsilon, step)."""
+    if key == "epsilon":
+        steps = "/".join(str(s) for s in sorted({r["num_steps"] for r in rows}))
+        return f"PGD top-1 against epsilon ({steps} steps, {describe_steps(rows)})"
+    eps = "/".join(f"{e:g}" for e in sorted({r["epsilon"] for r in rows}))
+    return f"PGD top-1 against steps (epsilon {eps}, {describe_steps(rows)})"
+
+
+@plt.rc_context(STYLE)
+def plot_pgd_sweep(rows, key, xlabel, title, path, colors):
+    """PGD top-1 against ``key`` (epsilon or num_steps), one line per attacked model (in its
+    colour of ``colors``, {target: colour}) and its clean top-1 as a dashed line."""
+    fig, ax = plt.subplots(figsize=(4.8, 2.8), layout="constrained")
+    for target in [t for t in colors if t in {r["target"] for r in rows}]:
+        mine = [r for r in rows if r["target"] == target and r[key] is not None]
+        points = sorted((r[key], r["acc1"]) for r in mine)
+        ax.plot([x for x, _ in points], [y for _, y in points], color=colors[target], marker="o",
+                label=f"{target}: PGD")
+        if mine[0]["clean_top1"] is not None:
+            ax.axhline(mine[0]["clean_top1"], color=colors[target], ls="--", lw=1, label=f"{target}: clean")
+    values = sorted({r[key] for r in rows if r[key] is not None})
+    if key == "epsilon" and len(values) > 2 and values[0] > 0:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.FixedLocator(values))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 under PGD (%)")
-    ax.set_title(textwrap.fill(title, 80), fontsize=8)
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
-def plot_adversarial(images, title, path, rows=3):
+@plt.rc_context(STYLE)
+def plot_adversarial(images, title, path, rows=2):
     """Original / adversarial / difference grids (from main.py's -a -v) stacked in one figure."""
     missing = [tag for tag, _ in IMAGE_TAGS if tag not in images]
     if missing:
         raise ValueError(f"the attack run has no image(s) {missing}; run main.py with -a -v")
-    fig, axes = plt.subplots(3, 1, figsize=(10, 10))
+    fig, axes = plt.subplots(3, 1, figsize=(FIGURE_WIDTH, 4.8), layout="constrained")
     for ax, (tag, name) in zip(axes, IMAGE_TAGS):
         ax.imshow(crop_grid_rows(images[tag], rows))
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name)
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.suptitle(title)
+    save(fig, path)
 
 
 def cell(value, fmt):
@@ -230,6 +319,17 @@ def provenance(rows):
     return f"Data: {'; '.join(data)}. Hardware: {hw}."
 
 
+def markdown_table(columns, rows):
+    """A Markdown table of ``rows`` (dicts) with ``columns`` ((key, header, format), ...); a row
+    with ``ratio`` true shows its numbers with two decimals."""
+    lines = [f"| {' | '.join(h for _, h, _ in columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
+    for r in rows:
+        cells = [cell(r.get(k), "{:.2f}" if r.get("ratio") and isinstance(r.get(k), float) else fmt)
+                 for k, _, fmt in columns]
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def write_table(out_dir, stem, columns, rows, caption):
     """``stem.csv`` (raw values, plus each row's data and hardware) and ``stem.md`` (caption line +
     formatted Markdown table)."""
@@ -237,10 +337,8 @@ def write_table(out_dir, stem, columns, rows, caption):
         writer = csv.writer(f)
         writer.writerow([header for _, header, _ in columns] + ["data", "hardware"])
         writer.writerows([[r.get(key) for key, _, _ in columns] + [r.get("data"), r.get("hardware")] for r in rows])
-    lines = [f"| {' | '.join(h for _, h, _ in columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
-    lines += [f"| {' | '.join(cell(r.get(k), fmt) for k, _, fmt in columns)} |" for r in rows]
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
-        f.write(f"{caption}\n\n" + "\n".join(lines) + "\n")
+        f.write(f"{caption}\n\n{markdown_table(columns, rows)}\n")
 
 
 def not_run_lines(statuses):
@@ -251,7 +349,7 @@ def not_run_lines(statuses):
 def conv_ratio(rows):
     """The custom / native ratio row of the conv comparison (time, speed, memory, loss)."""
     native, custom = rows
-    ratio = {"name": "custom / native", "epochs": None}
+    ratio = {"name": "custom / native", "epochs": None, "ratio": True}
     for key in ("best_top1", "top5_at_best", "seconds_per_epoch", "images_per_second", "peak_memory_mb",
                 "final_train_loss"):
         ok = native.get(key) and custom.get(key) is not None
@@ -259,17 +357,78 @@ def conv_ratio(rows):
     return ratio
 
 
+def val_images(data_label):
+    """The number of val images that a data label of run_experiments.describe_data names."""
+    m = re.search(r"(\d+) val images", data_label)
+    if not m:
+        raise ValueError(f"the data label {data_label!r} does not say how many val images it has")
+    return int(m.group(1))
+
+
+def attack_step_size(args):
+    """The PGD step size that main.py uses for an attack row's flags (its build_attack)."""
+    import main
+    from torch import nn
+
+    return main.build_attack(main.get_args_parser().parse_args(["DATA", *args]), nn.CrossEntropyLoss()).step_size
+
+
 def pgd_rows(attacks, summaries):
-    """One row per finished attack with the target's clean accuracy (its best epoch)."""
+    """One row per finished attack with its step size and the target's clean accuracy (its best
+    epoch, the checkpoint attacked)."""
     rows = []
     for s in attacks:
         clean = summaries.get(s["target"], {})
         row = {k: s.get(k) for k in ("name", "target", "epsilon", "num_steps", "acc1", "acc5", "args")}
-        row.update(clean_top1=clean.get("best_top1"), clean_top5=clean.get("top5_at_best"))
+        row.update(step_size=attack_step_size(s["args"]), clean_top1=clean.get("best_top1"),
+                   clean_top5=clean.get("top5_at_best"), val_images=val_images(s["data"]))
         row["drop_top1"] = row["clean_top1"] - row["acc1"] if row["clean_top1"] is not None else None
         row["data"], row["hardware"] = s["data"], s["hardware"]
         rows.append(row)
     return rows
+
+
+def adv_rows(pgd, standard=ADV_PAIR[0], adversarial=ADV_PAIR[1]):
+    """One row per attack setting (epsilon, steps, step size) run on both the standard and the
+    adversarially trained model: both clean and attacked top-1, and the difference under attack."""
+    def by_setting(target):
+        return {(r["epsilon"], r["num_steps"], r["step_size"]): r for r in pgd if r["target"] == target}
+
+    std, adv = by_setting(standard), by_setting(adversarial)
+    rows = []
+    for key in sorted(std.keys() & adv.keys()):
+        a, b = std[key], adv[key]
+        rows.append(dict(zip(("epsilon", "num_steps", "step_size"), key), std_clean=a["clean_top1"], std_pgd=a["acc1"],
+                         adv_clean=b["clean_top1"], adv_pgd=b["acc1"], gain=b["acc1"] - a["acc1"],
+                         std_drop=a["drop_top1"], adv_drop=b["drop_top1"], data=a["data"], hardware=a["hardware"]))
+    return rows
+
+
+def eval_rows(evals):
+    """One row per finished ``-e`` evaluation: top-1/top-5 without and with flip averaging."""
+    rows = []
+    for s in evals:
+        row = {"name": s["name"], "target": s["target"], "plain_top1": s["plain_acc1"], "flip_top1": s["acc1"],
+               "plain_top5": s["plain_acc5"], "flip_top5": s["acc5"], "val_images": val_images(s["data"]),
+               "data": s["data"], "hardware": s["hardware"]}
+        row.update(gain_top1=row["flip_top1"] - row["plain_top1"], gain_top5=row["flip_top5"] - row["plain_top5"])
+        rows.append(row)
+    return rows
+
+
+def write_experiments(out_dir, statuses, scale):
+    """experiments.md: every row of run_experiments.py's table with its main.py flags at ``scale``
+    and its recorded state."""
+    known = {s["name"]: s for s in statuses}
+    lines = [f"Every experiment of `code/run_experiments.py` at the {scale} scale: the flags after "
+             "`python main.py ../data`, and its state.", "", "| experiment | part | main.py flags | state |",
+             "|---|---|---|---|"]
+    for exp in EXPERIMENTS:
+        flags = shlex.join(getattr(exp, scale)) + (f" --resume <best checkpoint of {exp.target}>" if exp.target else "")
+        state = status_line(known[exp.name]) if exp.name in known else "not run"
+        lines.append(f"| {exp.name} ({exp.title}) | {exp.part} | `{flags}` | {state} |")
+    with open(os.path.join(out_dir, "experiments.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def make_scale(log_root, out_dir, scale, bench_md=None):
@@ -294,28 +453,33 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
     if wrong:
         raise ValueError(f"{log_root} is the {scale} scale but {wrong} ran on other data; keep demo-set "
                          "runs under logs/demo and MiniPlaces runs under logs/full")
+    write_experiments(out_dir, statuses, scale)
     train = [s for s in statuses if s["kind"] == "train"]
-    scalars, summaries, files = {}, {}, []
+    scalars, summaries, files, captions = {}, {}, ["experiments.md"], {}
     for s in train:
         if s["status"] == "finished":
             scalars[s["name"]] = read_scalars(os.path.join(log_root, s["name"], s["run_dir"]))
             summaries[s["name"]] = dict(summarize(scalars[s["name"]]), name=s["name"], part=s["part"],
-                                        data=s["data"], hardware=s["hardware"], title=s["title"])
-            plot_curves(scalars[s["name"]], f"{s['name']} ({s['title']})\n{s['data']}\n{s['hardware']}",
-                        os.path.join(out_dir, f"curves_{s['name']}.png"))
-            files.append(f"curves_{s['name']}.png")
+                                        data=s["data"], hardware=s["hardware"], title=s["title"], args=s["args"])
+            name = f"curves_{s['name']}.png"
+            captions[name] = f"{s['title']} ({s['name']}): loss, learning rate, train and val top-1 and top-5 per epoch"
+            plot_curves(scalars[s["name"]], f"{s['title']} ({s['name']})\n{s['data']}", os.path.join(out_dir, name))
+            files.append(name)
     rows = [summaries[s["name"]] for s in train if s["name"] in summaries]
     if rows:
         write_table(out_dir, "summary", SUMMARY_COLUMNS, rows, f"{provenance(rows)} {MEMORY_NOTE}")
         files += ["summary.csv", "summary.md"]
-    for group, title, names in COMPARISONS:
-        members = [summaries[n] for n in names if n in summaries]
-        if len(members) < 2:
+    for group, prefix, labelled in COMPARISONS:
+        present = [(n, label) for n, label in labelled if n in summaries]
+        if len(present) < 2:
             continue
+        members = [summaries[n] for n, _ in present]
         table = members + ([conv_ratio(members)] if group == "conv" and len(members) == 2 else [])
         write_table(out_dir, f"compare_{group}", COMPARE_COLUMNS, table, f"{provenance(members)} {MEMORY_NOTE}")
-        plot_overlay({n: scalars[n] for n in names if n in scalars},
-                     f"{title}\n{members[0]['data']}", os.path.join(out_dir, f"compare_{group}.png"))
+        title = f"{prefix}{join_names(label for _, label in present)}"
+        captions[f"compare_{group}.png"] = f"{title}: loss (log scale) and val top-1 / top-5 per epoch"
+        plot_overlay({label: scalars[n] for n, label in present}, f"{title}\n{members[0]['data']}",
+                     os.path.join(out_dir, f"compare_{group}.png"))
         files += [f"compare_{group}.csv", f"compare_{group}.md", f"compare_{group}.png"]
     if "compare_conv.md" in files or bench_md:
         parts = []
@@ -336,6 +500,8 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
         subsets = (("pgd_epsilon", "--attack-eps", "epsilon"), ("pgd_steps", "--attack-steps", "num_steps"),
                    ("pgd_models", None, "target"))
         step_sweeps = {(r["target"], r["epsilon"]) for r in pgd if "--attack-steps" in r["args"]}
+        targets = [e.name for e in EXPERIMENTS if e.name in {r["target"] for r in pgd}]
+        colors = {t: f"C{i}" for i, t in enumerate(targets)}
         for stem, varied, key in subsets:
             others = {"--attack-eps", "--attack-steps"} - {varied}
             if stem == "pgd_steps":  # step rows, and the default-step rows at their epsilon
@@ -347,19 +513,37 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
                 write_table(out_dir, stem, PGD_COLUMNS, chosen, caption)
                 files += [f"{stem}.csv", f"{stem}.md"]
             if chosen and stem != "pgd_models":
-                plot_pgd_sweep(chosen, key, key.replace("num_", "PGD ").replace("_", " "),
-                               provenance(chosen), os.path.join(out_dir, f"{stem}.png"))
+                title = pgd_sweep_title(chosen, key)
+                captions[f"{stem}.png"] = f"{title}; dashed: the model's clean top-1"
+                plot_pgd_sweep(chosen, key, "epsilon" if key == "epsilon" else "PGD steps", title,
+                               os.path.join(out_dir, f"{stem}.png"), colors)
                 files.append(f"{stem}.png")
         files += ["pgd.csv", "pgd.md"]
+    adv = adv_rows(pgd)
+    if adv:
+        write_table(out_dir, "adv_robustness", ADV_COLUMNS, adv,
+                    f"{provenance(adv)} {ADV_PAIR[0]} (standard) and {ADV_PAIR[1]} (adversarially trained) under "
+                    "the same attacks; clean top-1: each checkpoint's best val epoch.")
+        files += ["adv_robustness.csv", "adv_robustness.md"]
     for s in attacks:
         if s.get("run_dir"):
             images = read_images(os.path.join(log_root, s["name"], s["run_dir"]))
-            title = (f"{s['name']}: PGD on {s['target']} (epsilon {cell(s['epsilon'], '{:g}')}, "
-                     f"{cell(s['num_steps'], '{}')} steps), first val images\n{s['data']}")
-            plot_adversarial(images, title, os.path.join(out_dir, f"pgd_samples_{s['name']}.png"))
-            files.append(f"pgd_samples_{s['name']}.png")
+            step = next(r["step_size"] for r in pgd if r["name"] == s["name"])
+            title = (f"PGD on {s['target']} (epsilon {cell(s['epsilon'], '{:g}')}, {cell(s['num_steps'], '{}')} "
+                     f"steps of {step:g}), first val images")
+            name = f"pgd_samples_{s['name']}.png"
+            captions[name] = f"{title}: original, adversarial and amplified difference"
+            plot_adversarial(images, f"{title}\n{s['data']}", os.path.join(out_dir, name))
+            files.append(name)
+    evals = eval_rows([s for s in statuses if s["kind"] == "eval" and s["status"] == "finished"])
+    if evals:
+        write_table(out_dir, "eval", EVAL_COLUMNS, evals,
+                    f"{provenance(evals)} main.py -e on each run's best checkpoint: val accuracy without and with "
+                    "averaging the softmax of each image and its mirror image.")
+        files += ["eval.csv", "eval.md"]
     summary = {"scale": scale, "data": sorted({s["data"] for s in statuses}), "statuses": statuses,
-               "summaries": summaries, "pgd": pgd, "not_run": not_run_lines(statuses), "files": sorted(files)}
+               "summaries": summaries, "pgd": pgd, "adv_robustness": adv, "eval": evals,
+               "not_run": not_run_lines(statuses), "captions": captions, "files": sorted(files)}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -11,8 +11,9 @@ happened: finished / failed / skipped and why, the data and the hardware) and ma
 run folder(s). A training experiment is finished when the newest run's
 ``models/checkpoint.pth.tar`` has ``epoch`` equal to the requested epochs; with fewer it is
 resumed from that checkpoint. An attack experiment runs ``-a`` on the best checkpoint of its
-target and records main.py's ``******Acc@1 X Acc@5 Y`` line. A failing experiment never
-stops the others. At the end compare_checkpoints.py writes the paired-bootstrap intervals of
+target and records main.py's ``******Acc@1 X Acc@5 Y`` line; an evaluation experiment runs
+``-e`` there and records both of its lines (without, then with flip averaging). A failing
+experiment never stops the others. At the end compare_checkpoints.py writes the paired-bootstrap intervals of
 COMPARISONS (SimpleNet vs the improved CNN, SimpleViT vs the improved ViT), then make_results.py
 and ../writeup/build_report.py turn the logs into results/ and writeup/writeup.pdf.
 """
@@ -41,7 +42,8 @@ class Experiment:
     name: folder under logs/<scale>/ and the row name in every table (no '_' or '/').
     part: the assignment part it answers; title: a short description for tables.
     demo, full: main.py flags at demo and at full scale (training rows state ``--epochs``).
-    target: for attack rows (``-a``), the training row whose best checkpoint is attacked.
+    target: for attack (``-a``) and evaluation (``-e``) rows, the training row whose best
+        checkpoint is attacked or evaluated.
     needs_imagenet_weights: ResNet18 fine-tuning; gets ``--resnet18-weights PATH`` when the
         runner is given one, and is skipped at demo scale without it (offline).
     """
@@ -112,6 +114,9 @@ EXPERIMENTS = (
     Experiment("pgd-adv-simplenet-eps0.5", "III", "PGD (epsilon 0.5) on the adversarially trained SimpleNet",
                ("-a", "--attack-eps", "0.5", *ATTACK_DEMO), ("-a", "--attack-eps", "0.5"), target="adv-simplenet"),
 )
+# main.py -e (without, then with horizontal-flip averaging) on the best checkpoint of every training row.
+EXPERIMENTS += tuple(Experiment(f"eval-{e.name}", e.part, f"{e.title}: -e, flip-averaged", ("-e", *ATTACK_DEMO),
+                                ("-e",), target=e.name) for e in EXPERIMENTS if not e.target)
 
 # Paired-bootstrap comparisons (compare_checkpoints.py) written into results/<scale>/ beside
 # make_results.py's tables: (file, row A, row B), B being the improved model.
@@ -150,8 +155,8 @@ def check_table(experiments):
                 raise RunnerError(f"{e.name}: target {e.target!r} is not a training row above it")
             if experiments[names.index(e.target)].target:
                 raise RunnerError(f"{e.name}: target {e.target!r} is an attack, not a training row")
-            if "-a" not in e.demo or "-a" not in e.full:
-                raise RunnerError(f"{e.name}: attack rows need -a at both scales")
+            if not any(flag in e.demo and flag in e.full for flag in ("-a", "-e")):
+                raise RunnerError(f"{e.name}: rows with a target need -a (attack) or -e (evaluation) at both scales")
         else:
             for scale in SCALES:
                 epochs = flag_value(getattr(e, scale), "--epochs")
@@ -318,7 +323,9 @@ def run_training(exp, args, exp_dir, data_dir, main_py, base):
 
 
 def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiments):
-    """Attack the best checkpoint of the row's finished target; returns its status."""
+    """Attack (``-a``) or evaluate (``-e``) the best checkpoint of the row's finished target;
+    returns its status. ``acc1``/``acc5`` are main.py's last accuracy line; an evaluation
+    also records its first one (without flip averaging) as ``plain_acc1``/``plain_acc5``."""
     target = next(e for e in experiments if e.name == exp.target)
     target_dir = os.path.join(log_root, target.name)
     target_epochs = int(flag_value(getattr(target, base["scale"]), "--epochs"))
@@ -336,19 +343,25 @@ def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiment
     print(f"   attacking {checkpoint} -> {exp_dir}/stdout.log", flush=True)
     before = newest_attack_folder(exp_dir)
     rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
-    epsilon, num_steps = attack_settings(args)
     status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),
-                  target=target.name, checkpoint=checkpoint, epsilon=epsilon, num_steps=num_steps)
+                  target=target.name, checkpoint=checkpoint)
+    if base["kind"] == "attack":
+        epsilon, num_steps = attack_settings(args)
+        status.update(epsilon=epsilon, num_steps=num_steps)
     if rc != 0:
         state, reason = failure(os.path.join(exp_dir, "stdout.log"), rc)
         return dict(status, status=state, reason=reason)
     with open(os.path.join(exp_dir, "stdout.log")) as f:
         found = [ACC_LINE.match(ln) for ln in f.read().rsplit("\n=== ", 1)[-1].splitlines()]
-    found = [m for m in found if m]
-    if not found:
-        return dict(status, status="failed", reason="main.py printed no '******Acc@1 X Acc@5 Y' line")
+    found = [(float(m.group(1)), float(m.group(2))) for m in found if m]
+    needed = 2 if base["kind"] == "eval" else 1
+    if len(found) < needed:
+        return dict(status, status="failed", reason=f"main.py printed {len(found)} '******Acc@1 X Acc@5 Y' "
+                                                    f"line(s), not {needed}")
+    if base["kind"] == "eval":
+        status.update(plain_acc1=found[0][0], plain_acc5=found[0][1])
     images = newest_attack_folder(exp_dir) if "-v" in args else None
-    return dict(status, status="finished", reason="", acc1=float(found[-1].group(1)), acc5=float(found[-1].group(2)),
+    return dict(status, status="finished", reason="", acc1=found[-1][0], acc5=found[-1][1],
                 run_dir=os.path.basename(images) if images and images != before else None)
 
 
@@ -359,7 +372,8 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
     args = tuple(getattr(exp, scale))
     if exp.needs_imagenet_weights and resnet18_weights:
         args += ("--resnet18-weights", os.path.abspath(resnet18_weights))
-    base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": "attack" if exp.target else "train",
+    kind = "train" if not exp.target else "attack" if "-a" in args else "eval"
+    base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": kind,
             "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(), "args": list(args)}
     previous = read_status(exp_dir)
     if exp.needs_imagenet_weights and not resnet18_weights and scale == "demo":
@@ -428,7 +442,7 @@ def list_plan(experiments, scale, log_root):
     for exp in experiments:
         status = read_status(os.path.join(log_root, exp.name))
         state = status_line(status) if status else "not run"
-        target = f" [attacks {exp.target}]" if exp.target else ""
+        target = f" [{'attacks' if '-a' in getattr(exp, scale) else 'evaluates'} {exp.target}]" if exp.target else ""
         print(f"{exp.name:18s} {state}\n   main.py {shlex.join(getattr(exp, scale))}{target}")
 
 

@@ -5,13 +5,17 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import zipfile
 
+import matplotlib.text
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 import pytest
 import torch
 
+import fake_logs
 import main as driver
 import make_results
 import run_experiments as runner
@@ -67,7 +71,7 @@ def test_report_numbers_come_from_the_run(repo):
     run = os.path.join(root, "logs", "demo", "simplenet", status["run_dir"])
     best = torch.load(os.path.join(run, "models", "model_best.pth.tar"), weights_only=True)["best_acc1"]
     demo = "\n".join(sections(text)["Demo set (synthetic, not MiniPlaces)"])
-    assert f"`simplenet`: best val top-1 {best:.2f} %" in demo
+    assert f"SimpleNet: best val top-1 {best:.2f}%" in demo
     assert status["data"] == "demo set (synthetic, 4 classes, 64 train / 16 val images; not MiniPlaces)"
     assert status["data"] in demo and status["hardware"] in demo
     assert f"| simplenet | I.2 | 1 | {best:.2f} |" in demo, "the appendix table row"
@@ -77,7 +81,7 @@ def test_report_numbers_come_from_the_run(repo):
 def test_miniplaces_sections_say_how_to_measure_them(repo):
     _, text, _ = repo
     found = sections(text)
-    assert len(found["MiniPlaces"]) == len(found["Demo set (synthetic, not MiniPlaces)"]) == 8
+    assert len(found["MiniPlaces"]) == len(found["Demo set (synthetic, not MiniPlaces)"]) == 13
     assert set(found["MiniPlaces"]) == {build_report.PLACEHOLDERS["full"]}
     assert "python run_experiments.py --full" in build_report.PLACEHOLDERS["full"]
 
@@ -160,3 +164,134 @@ def test_provenance_sums_the_recorded_run_time(tmp_path):
     line = build_report.gen_provenance(ctx).splitlines()[1]
     assert line.startswith(f"- **Demo set (synthetic, not MiniPlaces):** 3 of {len(runner.EXPERIMENTS)} "
                            "experiments finished (last recorded 2026-01-01T00:03:00; 30 min of recorded run time)")
+
+
+def build_fake(root, better, monkeypatch=None):
+    """fake_logs.fake_demo's results turned into the report's Markdown (no PDF); with
+    ``monkeypatch`` the figures are drawn but not written."""
+    if monkeypatch is not None:
+        monkeypatch.setattr(make_results, "save", lambda fig, path: make_results.plt.close(fig))
+    fake_logs.fake_demo(str(root), better)
+    make_results.make_results(str(root / "logs"), str(root / "results"))
+    fake_logs.write_comparisons(str(root), better)
+    results = str(root / "results")
+    ctx = build_report.Context(results, str(root / "writeup"), build_report.load_results(results))
+    with open(TEMPLATE) as f:
+        return build_report.fill(f.read(), ctx)
+
+
+def findings(text):
+    """{block: demo-set paragraph} of every findings-* block."""
+    found = {}
+    for block, body in re.findall(r"<!-- BEGIN generated: (findings-[a-z]+) -->\n(.*?)<!-- END", text, re.S):
+        found[block] = body.split("#### Demo set (synthetic, not MiniPlaces)")[1].strip()
+    return found
+
+
+def test_outcome_sentences_follow_the_numbers(tmp_path, monkeypatch):
+    win = build_fake(tmp_path / "win", 1, monkeypatch)
+    lose = build_fake(tmp_path / "lose", -1, monkeypatch)
+    flips = (
+        ("CustomConv2d was faster per epoch (9.0 against 10.0 s, ratio 0.90)",
+         "CustomConv2d was slower per epoch (11.0 against 10.0 s, ratio 1.10)"),
+        ("so the improved CNN is highest in this run", "so SimpleNet is highest in this run"),
+        ("the improved CNN is ahead by +5.0 points (95% interval [+2.0, +8.0], above zero)",
+         "the improved CNN is behind by -5.0 points (95% interval [-8.0, -2.0], below zero)"),
+        ("the improved CNN is ahead with an interval above zero at 3 / 3 epochs",
+         "the improved CNN is behind with an interval below zero at 3 / 3 epochs"),
+        ("so the improved ViT is highest in this run", "so SimpleViT is highest in this run"),
+        ("the improved ViT is ahead by +5.0 points", "the improved ViT is behind by -5.0 points"),
+        ("keeps 50.0% against 40.0%, so it is more robust by 10.0 points",
+         "keeps 30.0% against 40.0%, so it is less robust by 10.0 points"),
+        ("it helped 3 of 3 models, hurt 0", "it helped 0 of 3 models, hurt 3"),
+    )
+    for said_win, said_lose in flips:
+        assert said_win in win and said_win not in lose, said_win
+        assert said_lose in lose and said_lose not in win, said_lose
+    assert "Negative drops (-0.5 points at epsilon 0.1 on adv-simplenet (1 of 200 images))" in win
+    for text in (win, lose):
+        paragraphs = findings(text)
+        assert sorted(paragraphs) == ["findings-adv", "findings-cnn", "findings-conv", "findings-pgd", "findings-vit"]
+        for block, paragraph in paragraphs.items():
+            sentences = re.split(r"(?<=[.)])\s+(?=[A-Z])", paragraph)
+            assert 3 <= len(sentences) <= 5, (block, sentences)
+            assert "\n" not in paragraph and "demo set (" in paragraph, block
+
+
+def drawn_texts(fig):
+    """The figure's visible, non-empty texts, less the labels of ticks outside the view limits
+    (which matplotlib keeps but does not draw)."""
+    undrawn = set()
+    for ax in fig.axes:
+        to_axes = ax.transData + ax.transAxes.inverted()  # data -> axes fraction
+        x0, y0 = ax.get_xlim()[0], ax.get_ylim()[0]
+        for axis, where in ((ax.xaxis, lambda loc: to_axes.transform((loc, y0))[0]),
+                            (ax.yaxis, lambda loc: to_axes.transform((x0, loc))[1])):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not -1e-6 <= where(tick.get_loc()) <= 1 + 1e-6:
+                    undrawn.update((id(tick.label1), id(tick.label2)))
+    return [t for t in fig.findobj(matplotlib.text.Text)
+            if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+
+
+def test_figures_are_legible_where_the_report_places_them(tmp_path, monkeypatch):
+    saved, original = {}, make_results.save
+
+    def record(fig, path):
+        original(fig, path)
+        FigureCanvasAgg(fig).draw()  # at the figure's own dpi, so that text extents and fig.bbox agree
+        saved[os.path.basename(path)] = fig
+
+    monkeypatch.setattr(make_results, "save", record)
+    fake_logs.fake_demo(str(tmp_path), 1)
+    make_results.make_results(str(tmp_path / "logs"), str(tmp_path / "results"))
+    kinds = {re.sub(r"_[^_]*$", "", n) for n in saved}
+    assert kinds == {"curves", "compare", "pgd", "pgd_samples"}, kinds
+    for file, fig in saved.items():
+        placed = build_report.placed_width_pt(str(tmp_path / "results" / "demo" / file))
+        scale = placed / (fig.get_figwidth() * 72)  # the figure's points per placed point
+        box = fig.bbox.padded(1)
+        for t in drawn_texts(fig):
+            assert t.get_fontsize() * scale >= 8, (file, t.get_text(), t.get_fontsize() * scale)
+            extent = t.get_window_extent(fig.canvas.get_renderer())
+            assert box.contains(extent.x0, extent.y0) and box.contains(extent.x1, extent.y1), (file, t.get_text())
+        for ax in fig.axes:
+            if ax.get_xlabel() == "epoch":
+                low, high = ax.get_xlim()
+                shown = [x for x in ax.get_xticks() if low <= x <= high]
+                assert shown and all(float(x).is_integer() for x in shown), (file, shown)
+            if ax.get_ylabel().startswith("loss"):
+                assert ax.get_yscale() == "log", file
+            if file.startswith("pgd_") and not file.startswith("pgd_samples"):
+                assert "epsilon" in ax.get_title() and "steps" in ax.get_title(), ax.get_title()
+                assert any(line.get_label().endswith(": clean") for line in ax.get_lines()), file
+    assert "epsilon 0.5" in saved["pgd_steps.png"].axes[0].get_title()
+    assert "10 steps" in saved["pgd_epsilon.png"].axes[0].get_title()
+    assert "epsilon 0.1, 10 steps" in saved["pgd_samples_pgd-simplenet.png"].get_suptitle()
+
+
+def test_the_demo_report_fits_twelve_pages(tmp_path):
+    md = tmp_path / "writeup" / "writeup.md"
+    md.parent.mkdir()
+    shutil.copy(TEMPLATE, md)
+    build_report.build(os.path.join(REPO, "results"), str(md), str(tmp_path / "writeup.pdf"))
+    pages = len(re.findall(rb"/Type /Page\b", (tmp_path / "writeup.pdf").read_bytes()))
+    assert 5 <= pages <= 12, f"{pages} pages"
+
+
+def test_readme_recipes_match_the_runner():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    for exp in runner.EXPERIMENTS:
+        if not exp.target:
+            assert f"`python main.py ../data {shlex.join(exp.full)}`" in readme, exp.name
+    used = {a for exp in runner.EXPERIMENTS for a in (*exp.demo, *exp.full) if a.startswith("-")}
+    documented = {"--adv-train", "--adv-steps", "--adv-eps", "--attack-eps", "--attack-steps", "--attack-step-size",
+                  "--resnet18-weights", "-e", "-a", "-v"}
+    helps = {opt for a in driver.get_args_parser()._actions for opt in a.option_strings}
+    assert documented <= helps, "README documents flags main.py has"
+    for flag in sorted(used | documented):
+        assert re.search(rf"`[^`]*{re.escape(flag)}\b[^`]*`", readme), flag
+    from pretrained import RESNET18_WEIGHTS
+    assert RESNET18_WEIGHTS.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert RESNET18_WEIGHTS.url in readme and "--resnet18-weights PATH" in readme

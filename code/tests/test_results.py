@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,6 +19,7 @@ import main as driver
 import make_results
 import run_experiments as runner
 import student_code
+from fake_logs import DATA, fake_demo, fake_run, status, write_images, write_status
 from run_experiments import Experiment
 
 TINY = ("--epochs", "1", "--warmup", "0", "-b", "16", "-j", "0", "--lr", "0.05", "-p", "2")
@@ -90,31 +92,6 @@ def test_summarize_takes_the_first_best_epoch_and_medians():
         make_results.summarize({"data/train_loss": [(1, 1.0)]})
 
 
-def fake_run(folder, seconds, top1, memory):
-    """A run folder with per-epoch scalars of known values and a checkpoint file."""
-    writer = SummaryWriter(folder)
-    for epoch, (sec, acc) in enumerate(zip(seconds, top1), 1):
-        for tag, value in (("data/top1_accuracy", acc), ("data/top5_accuracy", acc + 10), ("perf/epoch_seconds", sec),
-                           ("perf/images_per_second", 1000 / sec), ("perf/peak_memory_mb", memory),
-                           ("data/train_loss", 3.0 / epoch), ("data/val_loss", 3.5 / epoch)):
-            writer.add_scalar(tag, value, epoch)
-        for i in range(1, 5):
-            writer.add_scalar("data/training_loss", 3.0 / epoch, (epoch - 1) * 4 + i)
-            writer.add_scalar("data/learning_rate", 0.1, (epoch - 1) * 4 + i)
-    writer.close()
-
-
-def status(name, kind="train", **fields):
-    base = {"name": name, "part": "x", "title": name, "kind": kind, "scale": "demo", "demo_data": True,
-            "data": "demo set (test)", "hardware": "test machine", "args": [], "status": "finished", "reason": ""}
-    return dict(base, **fields)
-
-
-def write_status(log_root, s):
-    os.makedirs(os.path.join(log_root, s["name"]), exist_ok=True)
-    runner.write_status(os.path.join(log_root, s["name"]), s)
-
-
 def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     logs = tmp_path / "logs" / "demo"
     fake_run(str(logs / "conv-native" / "run"), [10.0, 10.0, 12.0], [20.0, 40.0, 35.0], 500.0)
@@ -122,11 +99,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     write_status(logs, status("conv-native", run_dir="run"))
     write_status(logs, status("conv-custom", run_dir="run"))
     write_status(logs, status("cnn", status="skipped", reason="main.py does not accept these flags yet (x)"))
-    images = SummaryWriter(str(logs / "pgd-simplenet" / "simplenet-attack_1"))
-    grid = np.zeros((3, 2 + 4 * 130, 2 + 10 * 130), dtype=np.float32)  # a 4 x 10 make_grid of 128-px tiles
-    for tag, value in (("Image/Org_Image", 0.2), ("Image/Adv_Image", 0.4), ("Image/Diff_Image", 0.6)):
-        images.add_image(tag, grid + value, 0)
-    images.close()
+    write_images(str(logs / "pgd-simplenet" / "simplenet-attack_1"))
     attacks = [("pgd-simplenet", [], 0.1, 10, 12.5, "simplenet-attack_1"),
                ("pgd-simplenet-eps0.02", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
                ("pgd-simplenet-steps1", ["--attack-steps", "1"], 0.1, 1, 25.0, None)]
@@ -145,13 +118,15 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert float(table["conv-native"]["best val top-1 (%)"]) == 40.0
     assert int(table["conv-native"]["best epoch"]) == 2 and float(table["conv-native"]["train+val time (s)"]) == 32.0
     assert float(table["conv-custom"]["val top-5 at that epoch (%)"]) == 55.0
-    assert (table["conv-custom"]["data"], table["conv-custom"]["hardware"]) == ("demo set (test)", "test machine")
+    assert (table["conv-custom"]["data"], table["conv-custom"]["hardware"]) == (DATA, "test machine")
     ratio = rows("compare_conv.csv")[-1]
     assert ratio["experiment"] == "custom / native"
     assert float(ratio["s/epoch"]) == pytest.approx(3.0) and float(ratio["peak memory (MiB)"]) == pytest.approx(3.0)
     pgd = {r["attack"]: r for r in rows("pgd.csv")}
     assert float(pgd["pgd-simplenet"]["clean top-1 (%)"]) == 40.0, "clean = the target's best epoch"
     assert float(pgd["pgd-simplenet"]["top-1 drop (points)"]) == pytest.approx(27.5)
+    assert [float(pgd[n]["step size"]) for n in ("pgd-simplenet", "pgd-simplenet-eps0.02")] == [0.01, 0.002], \
+        "main.py's step: the default, or scaled with --attack-eps"
     assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps0.02", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
@@ -161,7 +136,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert not (out / "demo" / "curves_cnn.png").exists()
     assert summary["not_run"] == ["- `cnn` skipped: main.py does not accept these flags yet (x)"]
     with open(out / "demo" / "summary.md") as f:
-        assert f.readline().startswith("Data: demo set (test). Hardware: test machine.")
+        assert f.readline().startswith(f"Data: {DATA}. Hardware: test machine.")
     with open(out / "demo" / "summary.json") as f:
         assert json.load(f)["files"] == summary["files"]
     write_status(logs, status("conv-custom", status="failed", reason="rerun broke"))
@@ -169,6 +144,32 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     for stale in ("curves_conv-custom.png", "compare_conv.png", "compare_conv.md", "conv_comparison.md"):
         assert not (out / "demo" / stale).exists(), stale
     assert (out / "demo" / "curves_conv-native.png").exists()
+
+
+def test_make_results_compares_adversarial_training_and_flip_averaging(tmp_path):
+    fake_demo(str(tmp_path), better=1)
+    summary = make_results.make_results(str(tmp_path / "logs"), str(tmp_path / "results"))["demo"]
+    out = tmp_path / "results" / "demo"
+    with open(out / "adv_robustness.csv") as f:
+        adv = list(csv.DictReader(f))
+    assert [(r["epsilon"], r["steps"]) for r in adv] == [("0.1", "10"), ("0.5", "10")], "the settings run on both"
+    strong = adv[1]
+    assert float(strong["standard: PGD top-1 (%)"]) == 40.0 and float(strong["adversarial: PGD top-1 (%)"]) == 50.0
+    assert float(strong["adversarial - standard under PGD (points)"]) == pytest.approx(10.0)
+    assert float(strong["standard: clean top-1 (%)"]) == 70.0 and float(strong["adversarial: clean top-1 (%)"]) == 68.0
+    with open(out / "eval.csv") as f:
+        evals = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(evals) == {"simplenet", "cnn", "vit"}
+    assert float(evals["cnn"]["top-1 (%)"]) == 75.0 and float(evals["cnn"]["top-1, flip-averaged (%)"]) == 76.0
+    assert summary["eval"][0]["val_images"] == 200
+    assert "compare_cnn.png" in summary["captions"] and "ResNet18" not in summary["captions"]["compare_cnn.png"], \
+        "no ResNet18 run, no ResNet18 in the caption"
+    assert summary["captions"]["compare_vit.png"].startswith("SimpleViT, improved ViT and improved CNN")
+    experiments = (out / "experiments.md").read_text()
+    for exp in runner.EXPERIMENTS:
+        assert f"| {exp.name} ({exp.title}) | {exp.part} | `{shlex.join(exp.demo)}" in experiments, exp.name
+    assert "| resnet18 (ResNet18, ImageNet fine-tuned) | I.2 | `" in experiments
+    assert "| skipped: no ImageNet weights (offline) |" in experiments and "| not run |" in experiments
 
 
 def test_make_results_refuses_miniplaces_runs_among_demo_logs(tmp_path):
@@ -201,6 +202,11 @@ if "-a" in args:
     os.makedirs(os.path.join(args[args.index("--log-dir") + 1], "simplenet-attack_20260101-000000"))
     print("[DEMO DATA] these accuracies are on the generated demo set, not on MiniPlaces")
     print("******Acc@1 12.500 Acc@5 50.000")
+elif "-e" in args:
+    print("=> without flip averaging (the number training logged):")
+    print("******Acc@1 40.000 Acc@5 80.000")
+    print("=> with horizontal-flip averaging:")
+    print("******Acc@1 " + ("42.500 Acc@5 81.000" if "--noop" not in args else "x"))
 elif "--resume" in args:
     shutil.copy(os.path.join(here, "done.pth.tar"), args[args.index("--resume") + 1])
 elif "--noop" not in args:
@@ -238,6 +244,8 @@ def test_runner_isolates_failures_and_records_attacks(demo_data, tmp_path, fake_
         Experiment("r18", "I", "needs weights", ("--epochs", "1"), ("--epochs", "1"), needs_imagenet_weights=True),
         Experiment("base", "I", "finished elsewhere", ("--epochs", "1"), ("--epochs", "1")),
         Experiment("pgd-base", "III", "attack", ("-a", "-v", "--attack-eps", "0.03"), ("-a",), target="base"),
+        Experiment("eval-base", "I", "evaluate", ("-e",), ("-e",), target="base"),
+        Experiment("eval-cut", "I", "one accuracy line", ("-e", "--noop"), ("-e",), target="base"),
     )
     st = runner.run_all(table, "demo", demo_data, str(logs), main_py=str(fake_main / "main.py"))
     assert st["adv"]["status"] == "skipped" and "unrecognized arguments: --adv-train" in st["adv"]["reason"]
@@ -253,8 +261,14 @@ def test_runner_isolates_failures_and_records_attacks(demo_data, tmp_path, fake_
     assert attack["run_dir"] == "simplenet-attack_20260101-000000"
     default_steps = inspect.signature(student_code.default_attack).parameters["num_steps"].default
     assert (attack["epsilon"], attack["num_steps"]) == (0.03, default_steps)
-    made = calls(fake_main)
-    assert len(made) == 3, "adv, bad and the attack call main.py; the others are decided without it"
+    assert st["eval-base"]["status"] == "finished" and st["eval-base"]["kind"] == "eval"
+    assert (st["eval-base"]["plain_acc1"], st["eval-base"]["plain_acc5"]) == (40.0, 80.0), "the first line: no flip"
+    assert (st["eval-base"]["acc1"], st["eval-base"]["acc5"]) == (42.5, 81.0), "the last line: flip-averaged"
+    assert "epsilon" not in st["eval-base"]
+    assert st["eval-cut"]["status"] == "failed" and "printed 1 '******Acc@1 X Acc@5 Y' line(s), not 2" in \
+        st["eval-cut"]["reason"]
+    made = calls(fake_main)[:3]
+    assert len(calls(fake_main)) == 5, "adv, bad, the attack and the evaluations call main.py; the others do not"
     assert made[0][made[0].index("--exp-name") + 1] == "adv"
     assert made[2][made[2].index("--resume") + 1] == str(trained / "model_best.pth.tar")
     assert made[2][made[2].index("--log-dir") + 1] == str(logs / "pgd-base") and "--exp-name" not in made[2]
@@ -262,7 +276,7 @@ def test_runner_isolates_failures_and_records_attacks(demo_data, tmp_path, fake_
         with open(logs / name / "status.json") as f:
             assert json.load(f)["status"] == st[name]["status"], name
     again = runner.run_all(table, "demo", demo_data, str(logs), only=("pgd-base",), main_py=str(fake_main / "main.py"))
-    assert again["pgd-base"]["note"] == "finished earlier" and len(calls(fake_main)) == 3
+    assert again["pgd-base"]["note"] == "finished earlier" and len(calls(fake_main)) == 5
 
 
 def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fake_main):
@@ -308,6 +322,11 @@ def test_runner_checks_its_table_and_data(demo_data, tmp_path):
         runner.check_table((Experiment("b", "I", "b", ("--lr", "1"), ("--epochs", "1")),))
     with pytest.raises(runner.RunnerError, match="not a training row above it"):
         runner.check_table((Experiment("p", "III", "p", ("-a",), ("-a",), target="a"), ok))
+    with pytest.raises(runner.RunnerError, match="need -a .attack. or -e .evaluation. at both scales"):
+        runner.check_table((ok, Experiment("p", "III", "p", ("-e",), ("-a",), target="a")))
+    evals = [e for e in runner.EXPERIMENTS if e.target and "-e" in e.demo]
+    assert sorted(e.target for e in evals) == sorted(e.name for e in runner.EXPERIMENTS if not e.target), \
+        "every trained row gets a -e evaluation"
     with pytest.raises(runner.RunnerError, match="may hold only"):
         runner.check_table((Experiment("a_b", "I", "a", ("--epochs", "1"), ("--epochs", "1")),))
     runner.check_table(runner.EXPERIMENTS)

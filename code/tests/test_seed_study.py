@@ -95,15 +95,21 @@ def test_report_states_the_budget(tmp_path):
         assert (tmp_path / f"seeds_a_vs_b_e{epochs[0]}-{epochs[1]}.md").read_text() == text
 
 
-def test_report_lists_every_study_of_a_pair_in_order_of_epochs(tmp_path):
+def test_report_reads_every_study_of_a_pair_in_order_of_epochs(tmp_path):
     sys.path.insert(0, os.path.join(runner.REPO_DIR, "writeup"))
     import build_report
 
     out = tmp_path / "demo"
-    out.mkdir()
-    for name in ("seeds_a_vs_b_e20-8.md", "seeds_a_vs_b_e10-4.md", "seeds_a_vs_b_e10-8.md", "seeds_a_vs_bc_e1-1.md",
-                 "seeds_b_vs_a_e1-1.md", "seeds_a_vs_b_e10-4.csv", "seeds_a_vs_b.md"):
-        (out / name).write_text(name)
+    rows = (Experiment("a", "I.2", "A", ("--epochs", "10"), ("--epochs", "60")),
+            Experiment("b", "I.2", "B", ("--epochs", "4"), ("--epochs", "60")))
+    for k, epochs in enumerate(([20, 8], [10, 4], [10, 8])):
+        seed_study.write_report(str(out), rows, [1, 2], epochs, {"a": [50.0, 60.0], "b": [51.0 + k, 63.0 + k]},
+                                "demo set", f"CPU {k}", "demo")
+    for name in ("seeds_a_vs_bc_e1-1.csv", "seeds_b_vs_a_e1-1.csv", "seeds_a_vs_b.csv"):
+        (out / name).write_text("seed,a_top1,b_top1,difference\n")
     ctx = build_report.Context(str(tmp_path), str(tmp_path), {"demo": {}})
-    assert build_report.seed_studies(ctx, "demo", "a", "b", "T:") == [
-        "T:\n\nseeds_a_vs_b_e10-4.md", "T:\n\nseeds_a_vs_b_e10-8.md", "T:\n\nseeds_a_vs_b_e20-8.md"]
+    studies = build_report.seed_studies(ctx, "demo", "a", "b")
+    assert [s["epochs"] for s in studies] == [(10, 4), (10, 8), (20, 8)]
+    assert [s["hardware"] for s in studies] == ["CPU 1", "CPU 2", "CPU 0"] and studies[0]["data"] == "demo set"
+    assert studies[0]["mean_diff"] == seed_study.summarize([50.0, 60.0], [52.0, 64.0])["mean_diff"] == 3.0
+    assert studies[0]["path"] == str(out / "seeds_a_vs_b_e10-4.md")
