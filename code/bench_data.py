@@ -33,7 +33,7 @@ from torchvision.transforms import v2
 
 import custom_transforms as T
 from benchmarking import command_line, cpu_model
-from custom_dataloader import MiniPlacesLoader
+from custom_dataloader import MiniPlacesLoader, collate_uint8
 from decoded_cache import with_decoded_cache
 from make_demo_data import DEMO_MARKER, make_demo_dataset
 from student_code import IMAGENET_MEAN, IMAGENET_STD, get_train_transforms
@@ -125,7 +125,7 @@ def per_core(items, fn):
 
 def with_loader(dataset, workers, batch_size, passes):
     """Images/s of a DataLoader with ``workers`` processes, from the first batch to the end."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate_uint8,
                         persistent_workers=True, drop_last=True)
     it = iter(loader)
     next(it)

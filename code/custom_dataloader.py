@@ -2,12 +2,25 @@
 images live under ``root/images/<relpath>`` (class folders of one or two levels)."""
 import os
 
+import torch
 from torch.utils import data
 
 from utils import load_image
 
 GET_DATA_HINT = ("get MiniPlaces with ../download_dataset.sh, or make the small demo set "
                  "with: python make_demo_data.py ../data")
+
+
+def collate_uint8(batch):
+    """DataLoader ``collate_fn`` for (image, label) items: uint8 (C, H, W) images, e.g. the HWC
+    views of ``custom_transforms.ToUint8Tensor``, become one (B, C, H, W) uint8 batch in
+    channels_last memory (one plain copy of the HWC pixels), labels a (B,) int64 tensor; any
+    other items are collated as PyTorch's default does."""
+    images, labels = zip(*batch)
+    if not all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 3 for x in images):
+        return data.default_collate(batch)
+    hwc = torch.stack([x.permute(1, 2, 0) for x in images])  # (B, H, W, C); a memcpy for HWC views
+    return hwc.permute(0, 3, 1, 2), torch.tensor(labels)  # (B, C, H, W) in channels_last memory
 
 
 class MiniPlacesLoader(data.Dataset):

@@ -315,12 +315,16 @@ class ToTensor:
 
 class ToUint8Tensor:
     """(H, W, C) uint8 -> (C, H, W) uint8 tensor, values unchanged: a quarter of the bytes of
-    :class:`ToTensor`'s output, for batches that are converted and normalized on the device."""
+    :class:`ToTensor`'s output, for batches that are converted and normalized on the device.
+
+    No copy: the result is a view of the image's HWC memory (channels-last strides), which
+    ``custom_dataloader.collate_uint8`` stacks into a channels_last (B, C, H, W) batch with one
+    plain copy (``torch.stack`` of the views themselves works too, transposing as it copies)."""
 
     def __call__(self, img):
         if img.ndim == 2:
             img = img[:, :, None]
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # (C, H, W), one copy
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # (C, H, W) view of (H, W, C)
 
     def __repr__(self):
         return "ToUint8Tensor()"

@@ -33,7 +33,7 @@ from torchvision.transforms import v2
 
 import student_code
 from custom_blocks import param_groups_weight_decay
-from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader
+from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8
 from decoded_cache import CacheError, with_decoded_cache
 from make_demo_data import DEMO_MARKER
 from mixed_precision import cuda_amp_dtype
@@ -275,7 +275,7 @@ def build_loaders(args, device, need_train=True):
             raise UserError(str(e)) from e
         dataset = decoded(dataset, args)
         sampler = SeededSampler(len(dataset), shuffle, args.seed, args.rank, args.world_size, pad=shuffle)
-        return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
+        return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate_uint8,
                           num_workers=args.workers, pin_memory=device.type == "cuda",
                           persistent_workers=args.workers > 0, drop_last=False)
 

@@ -4,8 +4,11 @@ import glob
 import os
 import random
 
+import numpy as np
 import pytest
 import torch
+
+import custom_transforms as T
 
 import main as driver
 from student_code import get_train_transforms, get_val_transforms
@@ -38,6 +41,21 @@ def test_loaders_deliver_uint8_and_the_device_step_normalizes_them(demo_data, tm
     normalized = reference[None].clone()
     assert torch.equal(driver.to_device(normalized, torch.zeros(1), torch.device("cpu"), False)[0], normalized), \
         "float batches are taken as normalized"
+
+
+def test_uint8_batches_are_channels_last_and_equal_the_default_collate():
+    from torch.utils.data import default_collate
+
+    from custom_dataloader import collate_uint8
+
+    rng = np.random.default_rng(0)
+    items = [(T.ToUint8Tensor()(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)), k) for k in range(4)]
+    images, labels = collate_uint8(items)
+    ref_images, ref_labels = default_collate(items)
+    assert images.shape == (4, 3, 6, 5) and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images, ref_images) and torch.equal(labels, ref_labels)
+    floats = [(x.float(), k) for x, k in items]
+    assert torch.equal(collate_uint8(floats)[0], default_collate(floats)[0]), "other items: the default collate"
 
 
 @pytest.mark.parametrize("augment, expected", [("warp", "RandomWarpCrop"), ("chain", "RandomRotate")])

@@ -163,8 +163,10 @@ def test_normalize_in_place_with_scale():
     assert out is y, "in place, as the course's"
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(T.Denormalize(mean, std, scale=scale)(out.clone()), x)
-    u8 = T.ToUint8Tensor()(np.full((4, 5, 3), 7, dtype=np.uint8))
-    assert u8.shape == (3, 4, 5) and u8.dtype == torch.uint8 and u8.is_contiguous()
+    hwc = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    u8 = T.ToUint8Tensor()(hwc)
+    assert u8.shape == (3, 4, 5) and u8.dtype == torch.uint8 and u8.stride() == (1, 15, 3), "a view of the HWC pixels"
+    assert torch.equal(u8, torch.from_numpy(hwc.transpose(2, 0, 1).copy()))
 
 
 def test_course_utils_and_blocks_conventions(tmp_path):
