@@ -28,7 +28,8 @@ def correct_per_image(path, data_folder, workers, device):
     args = driver.get_args_parser().parse_args([data_folder, "-j", str(workers)])
     args.rank, args.world_size = 0, 1
     _, loader = driver.build_loaders(args, device, need_train=False)
-    hits = [model(images.to(device)).argmax(1).eq(target.to(device)).cpu() for images, target in loader]
+    batches = (driver.to_device(images, target, device, channels_last=False) for images, target in loader)
+    hits = [model(images).argmax(1).eq(target).cpu() for images, target in batches]  # to_device normalizes uint8
     return ckpt["model_arch"], torch.cat(hits)
 
 
