@@ -60,7 +60,7 @@ STYLE = {"font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5, "xtick.la
          "legend.fontsize": 8, "figure.titlesize": 9, "lines.markersize": 3.5, "lines.linewidth": 1.2}
 SUMMARY_COLUMNS = (
     ("name", "experiment", "{}"), ("part", "part", "{}"), ("epochs", "epochs", "{}"),
-    ("best_top1", "best val top-1 (%)", "{:.2f}"), ("top5_at_best", "val top-5 at that epoch (%)", "{:.2f}"),
+    ("best_top1", "best val top-1 (%)", "{:.2f}"), ("top5_at_best", "val top-5 at best (%)", "{:.2f}"),
     ("best_epoch", "best epoch", "{}"), ("train_seconds", "train+val time (s)", "{:.0f}"),
     ("images_per_second", "train images/s", "{:.1f}"), ("peak_memory_mb", "peak memory (MiB)", "{:.0f}"),
 )
@@ -193,7 +193,7 @@ def save(fig, path):
 @plt.rc_context(STYLE)
 def plot_curves(scalars, title, path):
     """Four panels of one run: losses, learning rate, train/val top-1, train/val top-5 (vs epoch)."""
-    fig, axes = plt.subplots(2, 2, figsize=(FIGURE_WIDTH, 4.2), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(FIGURE_WIDTH, 3.8), layout="constrained")
     loss, lr, top1, top5 = axes.flat
     if "data/training_loss" in scalars:
         loss.plot(*iteration_epochs(scalars, "data/training_loss"), color="0.7", lw=0.8,
@@ -219,7 +219,7 @@ def plot_curves(scalars, title, path):
 def plot_overlay(runs, title, path):
     """Overlaid curves of several runs ({label: scalars}): losses, val top-1, val top-5 (vs
     epoch), with one legend below the panels (colour: run; solid: train, dashed: val)."""
-    fig, (loss, top1, top5) = plt.subplots(1, 3, figsize=(FIGURE_WIDTH, 2.9), layout="constrained")
+    fig, (loss, top1, top5) = plt.subplots(1, 3, figsize=(FIGURE_WIDTH, 2.7), layout="constrained")
     handles = []
     for i, (label, scalars) in enumerate(runs.items()):
         color = f"C{i}"
@@ -269,7 +269,7 @@ def pgd_sweep_title(rows, key):
 def plot_pgd_sweep(rows, key, xlabel, title, path, colors):
     """PGD top-1 against ``key`` (epsilon or num_steps), one line per attacked model (in its
     colour of ``colors``, {target: colour}) and its clean top-1 as a dashed line."""
-    fig, ax = plt.subplots(figsize=(4.8, 2.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.8, 2.6), layout="constrained")
     for target in [t for t in colors if t in {r["target"] for r in rows}]:
         mine = [r for r in rows if r["target"] == target and r[key] is not None]
         points = sorted((r[key], r["acc1"]) for r in mine)
@@ -277,6 +277,9 @@ def plot_pgd_sweep(rows, key, xlabel, title, path, colors):
                 label=f"{target}: PGD")
         if mine[0]["clean_top1"] is not None:
             ax.axhline(mine[0]["clean_top1"], color=colors[target], ls="--", lw=1, label=f"{target}: clean")
+    shown = [r["acc1"] for r in rows] + [r["clean_top1"] for r in rows if r["clean_top1"] is not None]
+    pad = 0.08 * (max(shown) - min(shown) or 1)
+    ax.set_ylim(min(shown) - pad, max(shown) + pad)  # axhline does not widen the limits by itself
     values = sorted({r[key] for r in rows if r[key] is not None})
     if key == "epsilon" and len(values) > 2 and values[0] > 0:
         ax.set_xscale("log")
@@ -297,7 +300,7 @@ def plot_adversarial(images, title, path, rows=2):
     missing = [tag for tag, _ in IMAGE_TAGS if tag not in images]
     if missing:
         raise ValueError(f"the attack run has no image(s) {missing}; run main.py with -a -v")
-    fig, axes = plt.subplots(3, 1, figsize=(FIGURE_WIDTH, 4.8), layout="constrained")
+    fig, axes = plt.subplots(3, 1, figsize=(5.6, 4.0), layout="constrained")
     for ax, (tag, name) in zip(axes, IMAGE_TAGS):
         ax.imshow(crop_grid_rows(images[tag], rows))
         ax.set_title(name)

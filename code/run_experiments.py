@@ -340,7 +340,8 @@ def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiment
     if previous and previous["status"] == "finished" and previous.get("checkpoint") == checkpoint:
         return dict(previous, note="finished earlier")
     cmd = [sys.executable, main_py, data_dir, *args, "--resume", best, "--log-dir", exp_dir]
-    print(f"   attacking {checkpoint} -> {exp_dir}/stdout.log", flush=True)
+    print(f"   {'attacking' if base['kind'] == 'attack' else 'evaluating'} {checkpoint} -> {exp_dir}/stdout.log",
+          flush=True)
     before = newest_attack_folder(exp_dir)
     rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
     status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),

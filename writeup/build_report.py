@@ -15,6 +15,7 @@ behind, more or less robust) is written here from the numbers it describes.
 """
 import argparse
 import csv
+import functools
 import html
 import inspect
 import json
@@ -117,9 +118,9 @@ def interval_words(b, mean, low, high):
     clearly different (the interval holds zero)."""
     span = f"95% interval [{low:+.1f}, {high:+.1f}]"
     if low > 0:
-        return f"{b} is ahead by {mean:+.1f} points ({span}, above zero)"
+        return f"{b} is ahead by {mean:.1f} points ({span}, above zero)"
     if high < 0:
-        return f"{b} is behind by {mean:+.1f} points ({span}, below zero)"
+        return f"{b} is behind by {-mean:.1f} points ({span}, below zero)"
     return f"{b} is not clearly different ({mean:+.1f} points, {span} holds zero)"
 
 
@@ -270,20 +271,37 @@ def commands(rows):
     return "Flags after `python main.py ../data` (`EXPERIMENTS` in `code/run_experiments.py`):\n\n" + "\n".join(table)
 
 
-def model_sizes(models):
-    """'SceneResNet 13.90M parameters, 1.68 GFLOPs; ...' for {label: builder}: parameters and
-    forward FLOPs of one 128x128 image (torch's FlopCounterMode, explicit attention path)."""
+def build_model(kind):
+    """A fresh 100-class model of ``kind``: 'cnn' (default_cnn_model), 'resnet18', 'simplenet',
+    'simplevit' or 'vit' (default_vit_model)."""
+    from torchvision.models import resnet18
+
+    builders = {"cnn": student_code.default_cnn_model, "resnet18": resnet18, "simplenet": student_code.SimpleNet,
+                "simplevit": student_code.SimpleViT, "vit": student_code.default_vit_model}
+    return builders[kind](num_classes=100)
+
+
+@functools.lru_cache(maxsize=None)
+def model_size(kind):
+    """(millions of parameters, forward GFLOPs of one 128x128 image) of build_model(kind),
+    counted by torch's FlopCounterMode on the explicit attention path; None when student_code
+    does not implement it yet. Cached: a build asks for each model's size once."""
     from bench_attention import forward_flops
 
+    try:
+        model = build_model(kind)
+    except NotImplementedError:
+        return None
+    return sum(p.numel() for p in model.parameters()) / 1e6, forward_flops(model, 128) / 1e9
+
+
+def model_sizes(kinds):
+    """'SceneResNet 13.90M parameters, 1.68 GFLOPs; ...' for {kind: label}."""
     parts = []
-    for label, build in models.items():
-        try:
-            model = build()
-        except NotImplementedError as e:
-            parts.append(f"{label}: not implemented yet ({e})")
-            continue
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        parts.append(f"{label} {params:.2f}M parameters, {forward_flops(model, 128) / 1e9:.2f} GFLOPs")
+    for kind, label in kinds.items():
+        size = model_size(kind)
+        parts.append(f"{label}: not implemented yet" if size is None else
+                     f"{label} {size[0]:.2f}M parameters, {size[1]:.2f} GFLOPs")
     return ("Size and cost per 128x128 image (100 classes; forward FLOPs counted by "
             f"`torch.utils.flop_counter`): {'; '.join(parts)}.")
 
@@ -379,7 +397,7 @@ def data_short(label):
 def not_shown(scale):
     """What a result at ``scale`` cannot say, as the last sentence of a findings paragraph."""
     if scale == "demo":
-        return "None of it measures MiniPlaces: the demo set is a small synthetic stand-in, trained for minutes."
+        return "None of it measures MiniPlaces: the demo set is a small synthetic stand-in on a CPU budget."
     return "One run per configuration: how much of each difference the training seed makes is not measured."
 
 
@@ -422,12 +440,8 @@ def gen_simplenet_results(ctx):
 
 def gen_cnn_design(ctx):
     """Block 'cnn-design': default_cnn_model's, ResNet18's and SimpleNet's size and cost."""
-    from torchvision.models import resnet18
-
-    cnn = student_code.default_cnn_model
-    return model_sizes({f"`{cnn.__name__}` (default_cnn_model)": lambda: cnn(num_classes=100),
-                        "ResNet18": lambda: resnet18(num_classes=100),
-                        "SimpleNet": lambda: student_code.SimpleNet(num_classes=100)})
+    return model_sizes({"cnn": f"`{student_code.default_cnn_model.__name__}` (default_cnn_model)",
+                        "resnet18": "ResNet18", "simplenet": "SimpleNet"})
 
 
 def flag_difference(a, b, scale="full"):
@@ -454,12 +468,11 @@ def gen_cnn_scheme(ctx):
 def seed_table(studies, a, b):
     """The seed studies of rows ``a`` and ``b`` as one table, one study per row."""
     return md_table((
-        ("epochs", lambda s: f"{a} {s['epochs'][0]} / {b} {s['epochs'][1]}"), ("seeds", lambda s: s["n"]),
-        (f"{a} mean top-1 (%)", lambda s: f"{s['mean_a']:.1f}"),
-        (f"{b} mean top-1 (%)", lambda s: f"{s['mean_b']:.1f}"),
+        (f"epochs ({a} / {b})", lambda s: f"{s['epochs'][0]} / {s['epochs'][1]}"), ("seeds", lambda s: s["n"]),
+        (f"mean top-1 (%, {a} / {b})", lambda s: f"{s['mean_a']:.1f} / {s['mean_b']:.1f}"),
         (f"{b} - {a} (points)", lambda s: f"{s['mean_diff']:+.1f}"),
         ("95% t-interval", lambda s: f"[{s['interval'][0]:+.1f}, {s['interval'][1]:+.1f}]" if s["interval"] else "n/a"),
-        (f"{b} ahead in", lambda s: f"{s['wins_b']} of {s['n']}")), studies)
+        (f"{b} ahead in", lambda s: f"{s['wins_b']} of {s['n']} seeds")), studies)
 
 
 def comparison_results(ctx, scale, a, b, group, ci_file, rows):
@@ -518,7 +531,7 @@ def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
     text = [f"We trained {join_names(name(r['name']) for r in runs)} once each on {data_short(ra['data'])}; "
             f"{ra['hardware']}: best val top-1 {listed}, so {name(best['name'])} is highest in this run.",
             f"A training image cost {name(b)} {cost:.1f} times what it cost {name(a)} "
-            f"({rb['images_per_second']:.0f} against {ra['images_per_second']:.0f} images/s)."]
+            f"({rb['images_per_second']:.1f} against {ra['images_per_second']:.1f} images/s)."]
     ci = bootstrap(ctx, scale, ci_file)
     if ci:
         text.append(f"On the same val images, {interval_words(name(b), ci['diff'], ci['low'], ci['high'])}; "
@@ -535,9 +548,8 @@ def gen_findings_cnn(ctx):
 
 def gen_vit_design(ctx):
     """Block 'vit-design': SimpleViT's and default_vit_model's size and cost."""
-    vit = student_code.default_vit_model
-    return model_sizes({"`SimpleViT`": lambda: student_code.SimpleViT(num_classes=100),
-                        f"`{vit.__name__}` (default_vit_model)": lambda: vit(num_classes=100)})
+    return model_sizes({"simplevit": "`SimpleViT`",
+                        "vit": f"`{student_code.default_vit_model.__name__}` (default_vit_model)"})
 
 
 def gen_vit_scheme(ctx):
@@ -576,8 +588,8 @@ def negative_drops(rows):
     if not negative:
         return ""
     n = negative[0]["val_images"]
-    listed = join_names(f"{r['drop_top1']:+.1f} points at epsilon {r['epsilon']:g} on {r['target']} "
-                        f"({images_of(r['drop_top1'], n)})" for r in negative)
+    listed = join_names(f"{r['drop_top1']:+.1f} points by {r['name']} (epsilon {r['epsilon']:g}, {r['num_steps']} "
+                        f"step{'s' if r['num_steps'] != 1 else ''}; {images_of(r['drop_top1'], n)})" for r in negative)
     return (f"Negative drops ({listed}) mean a few more images were right after the attack than before: the "
             "attack pushes each image towards the label the model finds least likely, not away from its true "
             "label, so a small perturbation can also move a wrongly classified image onto its true class. With "
@@ -660,7 +672,7 @@ def gen_adv_design(ctx):
     for flag in ("--adv-train", "--adv-steps", "--adv-eps"):
         text = flag_help(flag)
         lines.append(f"- `{flag}`: {text}" if text is not None else f"- *main.py has no `{flag}` flag yet*")
-    return "\n".join(lines) + f"\n\n{commands(('adv-simplenet', 'pgd-adv-simplenet', 'pgd-adv-simplenet-eps0.5'))}"
+    return "\n".join(lines) + f"\n\n{commands(('adv-simplenet', 'pgd-adv-simplenet-eps0.5'))}"
 
 
 def adv_table(rows):
@@ -678,12 +690,14 @@ def gen_adv_results(ctx):
     def render(scale):
         adv = ctx.scales[scale]["adv_robustness"]
         pgd = [r for r in ctx.scales[scale]["pgd"] if r["target"] in ("simplenet", "adv-simplenet")]
-        parts = [include(ctx, scale, "compare_adv.md"), figure(ctx, scale, "compare_adv.png")]
+        parts = []
         if adv:
-            parts += [f"Both networks under the same attacks ({adv[0]['data']}; "
+            parts += [f"Both networks under the same attacks ({data_short(adv[0]['data'])}; {adv[0]['hardware']}; "
                       f"`{rel(ctx, os.path.join(ctx.results, scale, 'adv_robustness.md'))}`):", adv_table(adv),
                       negative_drops([r for r in pgd if (r["epsilon"], r["num_steps"]) in
                                       {(a["epsilon"], a["num_steps"]) for a in adv}])]
+        parts += ["Their training runs:" if include(ctx, scale, "compare_adv.md") else "",
+                  include(ctx, scale, "compare_adv.md"), figure(ctx, scale, "compare_adv.png")]
         samples = "pgd_samples_pgd-adv-simplenet.png"
         if samples in ctx.scales[scale]["files"]:
             parts.append(f"The sample grids of the attack on the adversarially trained network: "
@@ -701,22 +715,23 @@ def gen_findings_adv(ctx):
         if not (adv and std and robust):
             return [missing(ctx, scale, ("simplenet", "adv-simplenet", "pgd-adv-simplenet-eps0.5"))]
         flags = main_args(row_flags("adv-simplenet", scale))
-        strongest = max(adv, key=lambda r: (r["epsilon"], r["num_steps"]))
-        weaker = [r for r in adv if r is not strongest]
+        s = max(adv, key=lambda r: (r["epsilon"], r["num_steps"]))  # the strongest attack run on both
+        clean_gain, drop_gain = s["adv_clean"] - s["std_clean"], s["std_drop"] - s["adv_drop"]
+        split = (f"so of the {s['gain']:+.1f} points {clean_gain:+.1f} are clean accuracy and {drop_gain:+.1f} the "
+                 "difference in drop")
         text = [f"We trained SimpleNet for {robust['epochs']} epochs with {flags.adv_train:.0%} of every batch "
                 f"replaced by PGD samples ({flags.adv_steps} steps, epsilon {flags.adv_eps:g}) and attacked it and the "
                 f"standard SimpleNet alike on {data_short(std['data'])}.",
-                f"Clean top-1 is {robust['best_top1']:.1f}% with adversarial training against {std['best_top1']:.1f}% "
-                f"without; under the strongest common attack (epsilon {strongest['epsilon']:g}, "
-                f"{strongest['num_steps']} steps) the adversarially trained network keeps {strongest['adv_pgd']:.1f}% "
-                f"against {strongest['std_pgd']:.1f}%, so it is "
-                f"{direction(strongest['gain'], 0, 'more', 'less', 'equally')} "
-                f"robust by {abs(strongest['gain']):.1f} points (drops of {strongest['adv_drop']:+.1f} and "
-                f"{strongest['std_drop']:+.1f})."]
-        for r in weaker:
-            text.append(f"At epsilon {r['epsilon']:g} the attack moves neither far (drops of {r['adv_drop']:+.1f} and "
-                        f"{r['std_drop']:+.1f} points)." if max(abs(r["adv_drop"]), abs(r["std_drop"])) <= 2 else
-                        f"At epsilon {r['epsilon']:g} the difference is {r['gain']:+.1f} points.")
+                f"Clean top-1 is {s['adv_clean']:.1f}% with adversarial training against {s['std_clean']:.1f}% "
+                f"without; under the strongest common attack (epsilon {s['epsilon']:g}, {s['num_steps']} steps) the "
+                f"adversarially trained network keeps {s['adv_pgd']:.1f}% against {s['std_pgd']:.1f}%, so it is "
+                f"{direction(s['gain'], 0, 'more', 'less', 'equally')} robust by {abs(s['gain']):.1f} points.",
+                f"The attack costs it {s['adv_drop']:.1f} points against {s['std_drop']:.1f} for the standard "
+                f"network, {split}."]
+        weaker = [f"at epsilon {r['epsilon']:g} ({r['num_steps']} steps) the drops are {r['adv_drop']:+.1f} with and "
+                  f"{r['std_drop']:+.1f} without adversarial training" for r in adv if r is not s]
+        if weaker:
+            text.append(cap("; ".join(weaker)) + ".")
         cost = robust["seconds_per_epoch"] / std["seconds_per_epoch"]
         text.append(f"An epoch of adversarial training took {cost:.1f} times as long; the comparison does not show "
                     "robustness against untargeted or stronger attacks, and one run each cannot separate the "
@@ -744,8 +759,9 @@ def gen_eval_results(ctx):
         gains = [r["gain_top1"] for r in rows]
         helped = sum(g > 0 for g in gains)
         hurt = sum(g < 0 for g in gains)
-        return [f"`python main.py ../data -e --resume <best checkpoint>` on every trained row ({rows[0]['data']}; "
-                f"{rows[0]['hardware']}; `{rel(ctx, os.path.join(ctx.results, scale, 'eval.md'))}`):",
+        return [f"`python main.py ../data -e --resume <best checkpoint>` on every trained row "
+                f"({data_short(rows[0]['data'])}; {rows[0]['hardware']}; "
+                f"`{rel(ctx, os.path.join(ctx.results, scale, 'eval.md'))}`):",
                 eval_table(rows),
                 f"Averaging the softmax of each image and its mirror image changed top-1 by {min(gains):+.2f} to "
                 f"{max(gains):+.2f} points (mean {statistics.fmean(gains):+.2f}): it helped {helped} of {len(rows)} "
@@ -756,9 +772,9 @@ def gen_eval_results(ctx):
 
 
 def gen_summary(ctx):
-    """Block 'summary': every training run's numbers per scale."""
-    return per_scale(ctx, lambda scale: [include(ctx, scale, "summary.md"),
-                                         missing(ctx, scale, [e.name for e in EXPERIMENTS if not e.target])])
+    """Block 'summary': every finished training run's numbers per scale (the parts name what
+    did not run)."""
+    return per_scale(ctx, lambda scale: [include(ctx, scale, "summary.md")])
 
 
 GENERATORS = {
@@ -831,7 +847,7 @@ def render_pdf(text, md_dir, pdf_path):
     pdf.set_margins(MARGIN_MM, MARGIN_MM, MARGIN_MM)
     pdf.set_auto_page_break(True, margin=15)
     pdf.add_page()
-    pdf.set_font("dejavu", size=9.5)
+    pdf.set_font("dejavu", size=9)
     if abs(pdf.epw * pdf.k - TEXT_WIDTH_PT) > 0.01:
         raise ValueError(f"the page's text width is {pdf.epw * pdf.k:.1f} pt, not TEXT_WIDTH_PT {TEXT_WIDTH_PT:.1f}")
     page = re.sub(r'<p><img alt="[^"]*" src="([^"]+)" /></p>',  # fpdf2 reads <img width> in points
@@ -839,8 +855,8 @@ def render_pdf(text, md_dir, pdf_path):
                             f'width="{placed_width_pt(os.path.join(md_dir, m.group(1))):.1f}"></p>', page)
     heading = {f"h{i}": TextStyle(font_family="dejavu", font_style="B", font_size_pt=size, color="#1f3b63",
                                   t_margin=top, b_margin=1)
-               for i, size, top in ((1, 17, 2), (2, 14, 6), (3, 11.5, 4), (4, 10, 3))}
-    styles = dict(heading, code=FontFace(family="dejavumono", size_pt=8.5), em=FontFace(color="#555555"),
+               for i, size, top in ((1, 17, 2), (2, 14, 5), (3, 11.5, 3), (4, 10, 2))}
+    styles = dict(heading, code=FontFace(family="dejavumono", size_pt=8), em=FontFace(color="#555555"),
                   pre=TextStyle(font_family="dejavumono", font_size_pt=7.5, t_margin=2, b_margin=2))
     logger, handler = logging.getLogger("fpdf"), RaiseOnWarning(logging.WARNING)
     logger.addHandler(handler)

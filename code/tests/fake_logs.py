@@ -10,6 +10,7 @@ import run_experiments as runner
 import seed_study
 
 DATA = "demo set (test, 4 classes, 64 train / 200 val images; not MiniPlaces)"
+MINIPLACES = "MiniPlaces (100 classes, 100000 train / 10000 val images)"
 
 
 def fake_run(folder, seconds, top1, memory, val_loss=None):
@@ -29,10 +30,11 @@ def fake_run(folder, seconds, top1, memory, val_loss=None):
     writer.close()
 
 
-def status(name, kind="train", **fields):
-    """A finished status.json of the runner for row ``name``, with ``fields`` on top."""
-    base = {"name": name, "part": "x", "title": name, "kind": kind, "scale": "demo", "demo_data": True,
-            "data": DATA, "hardware": "test machine", "args": [], "status": "finished", "reason": ""}
+def status(name, kind="train", scale="demo", **fields):
+    """A finished status.json of the runner for row ``name`` at ``scale``, with ``fields`` on top."""
+    base = {"name": name, "part": "x", "title": name, "kind": kind, "scale": scale, "demo_data": scale == "demo",
+            "data": DATA if scale == "demo" else MINIPLACES, "hardware": "test machine", "args": [],
+            "status": "finished", "reason": ""}
     return dict(base, **fields)
 
 
@@ -51,19 +53,17 @@ def write_images(folder):
     images.close()
 
 
-def fake_demo(root, better):
-    """Logs of the report's rows at demo scale under ``root/logs/demo`` and the runner's and
-    seed_study.py's files under ``root/results/demo``. ``better`` = +1 makes every improved or
-    changed variant win (custom conv faster, improved CNN / ViT ahead, adversarial training more
-    robust, flip averaging helping); -1 makes every one lose. Call make_results first, then this
-    writes the comparison files (make_results leaves them alone)."""
-    logs = os.path.join(root, "logs", "demo")
+def fake_demo(root, better, scale="demo"):
+    """Logs of the report's rows at ``scale`` under ``root/logs/<scale>``. ``better`` = +1 makes
+    every improved or changed variant win (custom conv faster, improved CNN / ViT ahead,
+    adversarial training more robust, flip averaging helping); -1 makes every one lose."""
+    logs = os.path.join(root, "logs", scale)
     epochs = 3
 
     def train(row, seconds, top1, **extra):
         fake_run(os.path.join(logs, row, "run"), [seconds] * epochs, top1, 500.0, **extra)
-        args = next(e.demo for e in runner.EXPERIMENTS if e.name == row)
-        write_status(logs, status(row, run_dir="run", args=list(args)))
+        args = next(getattr(e, scale) for e in runner.EXPERIMENTS if e.name == row)
+        write_status(logs, status(row, scale=scale, run_dir="run", args=list(args)))
 
     train("conv-native", 10.0, [40.0, 50.0, 55.0])
     train("conv-custom", 10.0 - better, [40.0, 49.0, 54.0])
@@ -72,7 +72,7 @@ def fake_demo(root, better):
     train("simplevit", 5.0, [60.0, 70.0, 80.0])
     train("vit", 50.0, [60.0, 70.0, 80.0 + 5 * better])
     train("adv-simplenet", 15.0, [50.0, 60.0, 68.0])
-    write_status(logs, status("resnet18", status="skipped", reason="no ImageNet weights (offline)"))
+    write_status(logs, status("resnet18", scale=scale, status="skipped", reason="no ImageNet weights (offline)"))
     attacks = (("pgd-simplenet", "simplenet", ["-a", "-v"], 69.0), ("pgd-simplenet-eps0.5", "simplenet",
                ["-a", "--attack-eps", "0.5"], 40.0), ("pgd-simplenet-eps1", "simplenet", ["-a", "--attack-eps", "1.0"],
                20.0), ("pgd-simplenet-steps1", "simplenet", ["-a", "--attack-steps", "1", "--attack-eps", "0.5"], 60.0),
@@ -84,17 +84,18 @@ def fake_demo(root, better):
         run_dir = f"{target}-attack_1" if "-v" in args else None
         if run_dir:
             write_images(os.path.join(logs, row, run_dir))
-        write_status(logs, status(row, kind="attack", target=target, args=args, epsilon=eps, num_steps=steps, acc1=acc1,
-                                  acc5=acc1 + 20, run_dir=run_dir))
+        write_status(logs, status(row, kind="attack", scale=scale, target=target, args=args, epsilon=eps,
+                                  num_steps=steps, acc1=acc1, acc5=acc1 + 20, run_dir=run_dir))
     for target, top1 in (("simplenet", 70.0), ("cnn", 70.0 + 5 * better), ("vit", 80.0 + 5 * better)):
-        write_status(logs, status(f"eval-{target}", kind="eval", target=target, args=["-e"], plain_acc1=top1,
-                                  plain_acc5=top1 + 10, acc1=top1 + better, acc5=top1 + 10))
+        write_status(logs, status(f"eval-{target}", kind="eval", scale=scale, target=target, args=["-e"],
+                                  plain_acc1=top1, plain_acc5=top1 + 10, acc1=top1 + better, acc5=top1 + 10))
     return logs
 
 
 def write_comparisons(root, better):
     """The bootstrap (compare_checkpoints.py) and seed-study (seed_study.py) files of both
-    comparison pairs in ``root/results/demo``, with B ahead (``better`` = 1) or behind (-1)."""
+    comparison pairs in ``root/results/demo``, with B ahead (``better`` = 1) or behind (-1);
+    make_results.py leaves them alone, so they may come after it."""
     out = os.path.join(root, "results", "demo")
     for file, a, b in (("ci_cnn.md", "SimpleNet", "SceneResNet"), ("ci_vit.md", "SimpleViT", "ImprovedViT")):
         low, high = sorted((better * 2.0, better * 8.0))

@@ -195,20 +195,23 @@ def test_outcome_sentences_follow_the_numbers(tmp_path, monkeypatch):
         ("CustomConv2d was faster per epoch (9.0 against 10.0 s, ratio 0.90)",
          "CustomConv2d was slower per epoch (11.0 against 10.0 s, ratio 1.10)"),
         ("so the improved CNN is highest in this run", "so SimpleNet is highest in this run"),
-        ("the improved CNN is ahead by +5.0 points (95% interval [+2.0, +8.0], above zero)",
-         "the improved CNN is behind by -5.0 points (95% interval [-8.0, -2.0], below zero)"),
+        ("the improved CNN is ahead by 5.0 points (95% interval [+2.0, +8.0], above zero)",
+         "the improved CNN is behind by 5.0 points (95% interval [-8.0, -2.0], below zero)"),
         ("the improved CNN is ahead with an interval above zero at 3 / 3 epochs",
          "the improved CNN is behind with an interval below zero at 3 / 3 epochs"),
         ("so the improved ViT is highest in this run", "so SimpleViT is highest in this run"),
-        ("the improved ViT is ahead by +5.0 points", "the improved ViT is behind by -5.0 points"),
+        ("the improved ViT is ahead by 5.0 points", "the improved ViT is behind by 5.0 points"),
         ("keeps 50.0% against 40.0%, so it is more robust by 10.0 points",
          "keeps 30.0% against 40.0%, so it is less robust by 10.0 points"),
+        ("so of the +10.0 points -2.0 are clean accuracy and +12.0 the difference in drop",
+         "so of the -10.0 points -2.0 are clean accuracy and -8.0 the difference in drop"),
         ("it helped 3 of 3 models, hurt 0", "it helped 0 of 3 models, hurt 3"),
     )
     for said_win, said_lose in flips:
         assert said_win in win and said_win not in lose, said_win
         assert said_lose in lose and said_lose not in win, said_lose
-    assert "Negative drops (-0.5 points at epsilon 0.1 on adv-simplenet (1 of 200 images))" in win
+    assert "Negative drops (-0.5 points by pgd-adv-simplenet (epsilon 0.1, 10 steps; 1 of 200 images))" in win
+    assert build_report.PLACEHOLDERS["full"] in win, "no MiniPlaces results: every MiniPlaces section says so"
     for text in (win, lose):
         paragraphs = findings(text)
         assert sorted(paragraphs) == ["findings-adv", "findings-cnn", "findings-conv", "findings-pgd", "findings-vit"]
@@ -232,6 +235,21 @@ def drawn_texts(fig):
                     undrawn.update((id(tick.label1), id(tick.label2)))
     return [t for t in fig.findobj(matplotlib.text.Text)
             if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+
+
+def test_miniplaces_results_fill_the_miniplaces_sections(tmp_path, monkeypatch):
+    monkeypatch.setattr(make_results, "save", lambda fig, path: make_results.plt.close(fig))
+    fake_logs.fake_demo(str(tmp_path), 1, scale="full")
+    make_results.make_results(str(tmp_path / "logs"), str(tmp_path / "results"))
+    results = str(tmp_path / "results")
+    ctx = build_report.Context(results, str(tmp_path / "writeup"), build_report.load_results(results))
+    with open(TEMPLATE) as f:
+        text = build_report.fill(f.read(), ctx)
+    for block, body in re.findall(r"<!-- BEGIN generated: (findings-[a-z]+) -->\n(.*?)<!-- END", text, re.S):
+        full, demo = body.split("#### Demo set (synthetic, not MiniPlaces)")
+        assert "MiniPlaces (100 classes, 100000 train / 10000 val images)" in full, block
+        assert "demo set" not in full and build_report.PLACEHOLDERS["demo"] in demo, block
+    assert "so the improved CNN is highest in this run" in text and "; 50 of 10000 images)" in text
 
 
 def test_figures_are_legible_where_the_report_places_them(tmp_path, monkeypatch):
@@ -264,7 +282,9 @@ def test_figures_are_legible_where_the_report_places_them(tmp_path, monkeypatch)
                 assert ax.get_yscale() == "log", file
             if file.startswith("pgd_") and not file.startswith("pgd_samples"):
                 assert "epsilon" in ax.get_title() and "steps" in ax.get_title(), ax.get_title()
-                assert any(line.get_label().endswith(": clean") for line in ax.get_lines()), file
+                clean = [line for line in ax.get_lines() if line.get_label().endswith(": clean")]
+                low, high = ax.get_ylim()
+                assert clean and all(low < line.get_ydata()[0] < high for line in clean), file
     assert "epsilon 0.5" in saved["pgd_steps.png"].axes[0].get_title()
     assert "10 steps" in saved["pgd_epsilon.png"].axes[0].get_title()
     assert "epsilon 0.1, 10 steps" in saved["pgd_samples_pgd-simplenet.png"].get_suptitle()

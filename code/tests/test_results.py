@@ -117,7 +117,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert set(table) == {"conv-native", "conv-custom"}
     assert float(table["conv-native"]["best val top-1 (%)"]) == 40.0
     assert int(table["conv-native"]["best epoch"]) == 2 and float(table["conv-native"]["train+val time (s)"]) == 32.0
-    assert float(table["conv-custom"]["val top-5 at that epoch (%)"]) == 55.0
+    assert float(table["conv-custom"]["val top-5 at best (%)"]) == 55.0
     assert (table["conv-custom"]["data"], table["conv-custom"]["hardware"]) == (DATA, "test machine")
     ratio = rows("compare_conv.csv")[-1]
     assert ratio["experiment"] == "custom / native"
