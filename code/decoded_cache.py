@@ -338,13 +338,15 @@ class DecodedCacheDataset(Dataset):
 
     @property
     def images(self):
-        """The (N, H, W, 3) uint8 read-only memory map of this process."""
+        """The (N, H, W, 3) uint8 read-only memory map of this process (a plain ndarray view of
+        it: indexing an np.memmap costs more than copying an image out)."""
         if self._images is None:
-            self._images = np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_BYTES, shape=self.shape)
+            self._images = np.asarray(np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_BYTES,
+                                                shape=self.shape))
         return self._images
 
     def __getitem__(self, index):
-        img = np.array(self.images[index])  # (H, W, 3) uint8, a writable copy
+        img = self.images[index].copy()  # (H, W, 3) uint8, a writable copy
         if self.transforms is not None:
             img = self.transforms(img)
         return img, self.labels[index]

@@ -176,6 +176,23 @@ def describe_hardware():
     return f"{cores}-core CPU ({cpu}), no GPU"
 
 
+def code_version():
+    """The code that runs: the checkout's commit, e.g. 'commit 1a2b3c4', with ' + uncommitted
+    changes' when ``code/`` differs from it; 'not a git checkout' otherwise (a zipped copy)."""
+    def git(*args):
+        result = subprocess.run(["git", "-C", CODE_DIR, *args], capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", CODE_DIR)
+    except OSError:
+        return "not a git checkout"
+    if commit is None:
+        return "not a git checkout"
+    return f"commit {commit}" + (" + uncommitted changes" if changed else "")
+
+
 def describe_data(data_dir):
     """(is_demo, label): the data set of ``data_dir`` named with its class and image counts."""
     from make_demo_data import DEMO_MARKER
@@ -375,7 +392,7 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
         args += ("--resnet18-weights", os.path.abspath(resnet18_weights))
     kind = "train" if not exp.target else "attack" if "-a" in args else "eval"
     base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": kind,
-            "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(), "args": list(args)}
+            "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(), "code": code_version(), "args": list(args)}
     previous = read_status(exp_dir)
     if exp.needs_imagenet_weights and not resnet18_weights and scale == "demo":
         status = dict(base, status="skipped", reason="no ImageNet weights (offline); pass --resnet18-weights PATH")

@@ -14,6 +14,7 @@ demo headings. Every sentence that states a measured outcome (faster or slower, 
 behind, more or less robust) is written here from the numbers it describes.
 """
 import argparse
+import collections
 import csv
 import functools
 import html
@@ -51,6 +52,8 @@ PLACEHOLDERS = {
 FONT_DIR = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 PAGE_WIDTH_MM, MARGIN_MM = 210, 15  # A4
 TEXT_WIDTH_PT = (PAGE_WIDTH_MM - 2 * MARGIN_MM) / 25.4 * 72
+KEEP_TOGETHER_MM = 40  # a heading's section up to this tall moves whole to the next page
+HEADING_ROOM_MM = 25  # a heading needs this much room below it on its page
 NAMES = {"simplenet": "SimpleNet", "cnn": "the improved CNN", "resnet18": "ResNet18", "simplevit": "SimpleViT",
          "vit": "the improved ViT", "adv-simplenet": "the adversarially trained SimpleNet",
          "conv-native": "SimpleNet with nn.Conv2d", "conv-custom": "SimpleNet with CustomConv2d"}
@@ -321,9 +324,11 @@ def gen_provenance(ctx):
         hardware = sorted({s["hardware"] for s in finished})
         latest = max((s["recorded_at"] for s in summary["statuses"] if "recorded_at" in s), default="unknown")
         minutes = sum(s.get("seconds") or 0 for s in finished) / 60
+        codes = collections.Counter(s.get("code", "not recorded") for s in finished)
+        code = "; ".join(f"{version} ({count} run{'s' * (count != 1)})" for version, count in sorted(codes.items()))
         lines.append(f"- **{heading}:** {len(finished)} of {len(EXPERIMENTS)} experiments finished (last recorded "
                      f"{latest}; {minutes:.0f} min of recorded run time). Data: {'; '.join(summary['data'])}. "
-                     f"Hardware: {'; '.join(hardware) or 'none'}. Every experiment's flags and state: "
+                     f"Hardware: {'; '.join(hardware) or 'none'}. Code: {code or 'none'}. Every experiment's flags and state: "
                      f"`{rel(ctx, os.path.join(ctx.results, scale, 'experiments.md'))}`.")
     lines.append(f"- **Tables:** {MEMORY_NOTE}")
     return "\n".join(lines)
@@ -832,6 +837,34 @@ class ReportPDF(FPDF):
         self.cell(0, 8, str(self.page_no()), align="C")
 
 
+def heading_sections(html_text):
+    """``html_text`` cut before each heading that follows text: every piece but the first starts
+    with its headings (a heading directly above another stays with it) and holds their text."""
+    sections = []
+    for part in re.split(r"(?=<h[1-4][ >])", html_text):
+        if sections and not re.sub(r"<h([1-4])[ >].*?</h\1>|<!--.*?-->|\s", "", sections[-1], flags=re.S):
+            sections[-1] += part  # headings only so far: keep them with what follows
+        else:
+            sections.append(part)
+    return sections
+
+
+def keep_with_heading(pdf, section, write):
+    """Start a new page before ``section`` (headings and their text up to the next heading) when
+    writing it would break the page and it is short (at most KEEP_TOGETHER_MM), or when its
+    heading would end the page with less than HEADING_ROOM_MM of room below it. ``write(target,
+    html)`` renders onto ``pdf`` or onto the dummy of ``pdf.offset_rendering()``."""
+    if not section.startswith("<h") or pdf.y <= pdf.t_margin + 1:
+        return
+    start_page, start_y = pdf.page, pdf.y
+    with pdf.offset_rendering() as dummy:
+        write(dummy, section)
+        height = dummy.y - start_y + (dummy.page - start_page) * pdf.eph  # mm, whole pages as text heights
+    room = pdf.page_break_trigger - pdf.y
+    if dummy.page_break_triggered and (height <= KEEP_TOGETHER_MM or room < HEADING_ROOM_MM):
+        pdf.add_page()
+
+
 def render_pdf(text, md_dir, pdf_path):
     """Markdown -> HTML -> PDF with each figure centred at placed_width_pt.
 
@@ -860,9 +893,14 @@ def render_pdf(text, md_dir, pdf_path):
                   pre=TextStyle(font_family="dejavumono", font_size_pt=7.5, t_margin=2, b_margin=2))
     logger, handler = logging.getLogger("fpdf"), RaiseOnWarning(logging.WARNING)
     logger.addHandler(handler)
+    def write(target, html_text):
+        target.write_html(html_text, tag_styles=styles, image_map=lambda src: os.path.join(md_dir, src),
+                          table_line_separators=True)
+
     try:
-        pdf.write_html(page, tag_styles=styles, image_map=lambda src: os.path.join(md_dir, src),
-                       table_line_separators=True)
+        for section in heading_sections(page):
+            keep_with_heading(pdf, section, write)
+            write(pdf, section)
     finally:
         logger.removeHandler(handler)
     pdf.output(pdf_path)

@@ -13,7 +13,8 @@ def test_tiny_run_writes_every_pipeline_and_the_targets(demo_data, tmp_path):
     for name in bench_data.PIPELINES:
         assert re.search(rf"^\| {re.escape(name)} \| [0-9,]+ \(", text, re.M), name
     assert "| course | " in text and "(1.00x)" in text
-    for row in ("course, decode", "warp, decode", "warp, cached", "torchvision-v2, decode"):
+    for row in ("constant image, transfer only", "course, decode", "warp, decode", "warp, cached",
+                "torchvision-v2, decode"):
         assert re.search(rf"^\| {re.escape(row)} \| [0-9,]+ \([0-9.]+x\) \|$", text, re.M), row
     assert re.search(r"Targets: .*measured [0-9.]+x\).*measured [0-9.]+x\)", text)
 

@@ -197,7 +197,7 @@ def test_other_size_images_fall_back_to_decoding(demo_data, tmp_path, capsys, mo
 def test_workers_share_the_map_instead_of_copies(demo_data, tmp_path):
     cached = dc.with_decoded_cache(MiniPlacesLoader(demo_data, split="train"), str(tmp_path))
     cached[0]  # maps the file in this process
-    assert isinstance(cached.images, np.memmap) and not cached.images.flags.writeable
+    assert isinstance(cached.images.base, np.memmap) and not cached.images.flags.writeable, "a view of the map"
     assert len(pickle.dumps(cached)) < 20_000, "workers get the path, not the 3 MiB of pixels"
 
     def batches(workers):

@@ -155,15 +155,18 @@ def test_hand_in_zip_holds_the_report_and_no_logs_or_data(repo, tmp_path):
 
 
 def test_provenance_sums_the_recorded_run_time(tmp_path):
-    def status(name, state, seconds):
+    def status(name, state, seconds, **code):
         return {"name": name, "status": state, "seconds": seconds, "hardware": "2-core CPU", "demo_data": True,
-                "recorded_at": f"2026-01-01T00:0{len(name)}:00"}
-    demo = {"data": ["demo set"], "statuses": [status("a", "finished", 600.0), status("bb", "finished", 1200.0),
-                                               status("ccc", "failed", 9000.0), status("d", "finished", None)]}
+                "recorded_at": f"2026-01-01T00:0{len(name)}:00", **code}
+    demo = {"data": ["demo set"], "statuses": [status("a", "finished", 600.0, code="commit abc1234"),
+                                               status("bb", "finished", 1200.0, code="commit abc1234"),
+                                               status("ccc", "failed", 9000.0, code="commit fff0000"),
+                                               status("d", "finished", None)]}
     ctx = build_report.Context(str(tmp_path), str(tmp_path), {"full": None, "demo": demo})
     line = build_report.gen_provenance(ctx).splitlines()[1]
     assert line.startswith(f"- **Demo set (synthetic, not MiniPlaces):** 3 of {len(runner.EXPERIMENTS)} "
                            "experiments finished (last recorded 2026-01-01T00:03:00; 30 min of recorded run time)")
+    assert "Code: commit abc1234 (2 runs); not recorded (1 run)." in line, "the finished runs' code versions"
 
 
 def build_fake(root, better, monkeypatch=None):
@@ -315,3 +318,31 @@ def test_readme_recipes_match_the_runner():
     from pretrained import RESNET18_WEIGHTS
     assert RESNET18_WEIGHTS.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
     assert RESNET18_WEIGHTS.url in readme and "--resnet18-weights PATH" in readme
+
+
+def test_headings_stay_with_their_text_and_short_sections_stay_whole():
+    from fpdf import FPDF
+
+    html = "<p>intro</p>\n<h2>Part</h2>\n<!-- c -->\n<h3>Sub</h3>\n<p>text</p>\n<h3>Next</h3>\n<p>more</p>\n"
+    sections = build_report.heading_sections(html)
+    assert "".join(sections) == html and len(sections) == 3, "a heading directly above another stays with it"
+    assert sections[1].startswith("<h2>Part</h2>") and "<p>text</p>" in sections[1]
+
+    def write(target, text):
+        target.write_html(text)
+
+    def placed(y, section):
+        pdf = FPDF(format="A4")
+        pdf.set_font("helvetica", size=9)
+        pdf.add_page()
+        pdf.set_y(y)
+        build_report.keep_with_heading(pdf, section, write)
+        return pdf.page
+
+    short = "<h2>Team</h2>\n" + "<p>row</p>\n" * 6
+    long_text = "<h2>Long</h2>\n" + "<p>" + "word " * 3000 + "</p>\n"
+    bottom = 297 - 15 - 12  # mm: 12 mm above the page-break line
+    assert placed(bottom, short) == 2, "a short section that would break moves whole"
+    assert placed(bottom, long_text) == 2, "a heading with no room below it moves"
+    assert placed(60, long_text) == 1, "a long section with room starts where it is"
+    assert placed(60, short) == 1

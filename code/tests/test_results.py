@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -289,6 +290,8 @@ def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fak
     torch.save({"epoch": 1}, os.path.join(cut, "models", "checkpoint.pth.tar"))
     st = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert st["status"] == "finished" and st["run_dir"] == os.path.basename(cut) and runner.checkpoint_epoch(cut) == 2
+    assert st["code"] == runner.code_version() and re.fullmatch(r"commit [0-9a-f]{7,}( \+ uncommitted changes)?|"
+                                                                r"not a git checkout", st["code"])
     assert calls(fake_main)[-1][-2:] == ["--resume", os.path.join(cut, "models", "checkpoint.pth.tar")]
     again = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert again["note"] == "finished earlier" and len(calls(fake_main)) == 1
@@ -365,3 +368,21 @@ def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
     assert f"B: `{best}`" in text and "16 images" in text, "outside the repository: absolute paths"
     assert "difference +0.0 points, 95% paired-bootstrap interval [+0.0, +0.0]" in text, "one model against itself"
     assert sorted(os.listdir(out)) == ["ci_same.md"]
+
+
+def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "code").mkdir(parents=True)
+    (repo / "code" / "m.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    if subprocess.run(git[:3] + ["init", "-q"]).returncode != 0:
+        pytest.skip("git is not installed")
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(runner, "CODE_DIR", str(repo / "code"))
+    assert runner.code_version() == f"commit {head}"
+    (repo / "code" / "m.py").write_text("x = 2\n")
+    assert runner.code_version() == f"commit {head} + uncommitted changes"
+    monkeypatch.setattr(runner, "CODE_DIR", str(tmp_path))
+    assert runner.code_version() == "not a git checkout"

@@ -106,6 +106,18 @@ def test_color_gains_stay_within_fifteen_percent():
     assert color(bright).max() <= 255, "clipped, not wrapped"
 
 
+def test_color_equals_the_lookup_table_on_every_level():
+    """round(level * gain) clipped to [0, 255] for each of the 256 levels in each channel, at gains
+    drawn over and beyond the range (the course's lookup table, exactly)."""
+    color = T.RandomColor(0.15)
+    img = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(16, 16, 3)  # every level in every channel
+    rng = np.random.default_rng(0)
+    for gains in rng.uniform(0.5, 1.5, (300, 3)):
+        color.gains = lambda gains=gains: gains
+        table = np.clip(np.rint(np.arange(256, dtype=np.float32)[:, None] * gains.astype(np.float32)), 0, 255)  # (256, 3)
+        np.testing.assert_array_equal(color(img), table.astype(np.uint8)[img, np.arange(3)])
+
+
 def test_same_seed_same_image_other_seed_other_image():
     img = smooth_image()
     for pipeline in (get_train_transforms(), get_train_transforms(normalize=False)):
