@@ -47,27 +47,19 @@ REPO_DIR = os.path.dirname(CODE_DIR)
 FLAGS = [cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC]
 
 
-class FloatColor:
+class FloatColor(T.RandomColor):
     """The anchor's colour step: per-channel gains 1 + U(-r, r) through a float image."""
 
-    def __init__(self, color_range):
-        self.color_range = color_range
-
     def __call__(self, img):
-        gains = np.array([random.uniform(1 - self.color_range, 1 + self.color_range) for _ in range(3)],
-                         dtype=np.float32)
+        gains = self.gains().astype(np.float32)  # (3,)
         return np.clip(img.astype(np.float32) * gains, 0, 255).astype(np.uint8)  # (H, W, 3) * (3,)
 
 
-class LutColor:
+class LutColor(T.RandomColor):
     """The course's colour step: per-channel gains 1 + U(-r, r) through a (256, 1, 3) lookup table."""
 
-    def __init__(self, color_range):
-        self.color_range = color_range
-
     def __call__(self, img):
-        gains = np.array([random.uniform(1 - self.color_range, 1 + self.color_range) for _ in range(3)],
-                         dtype=np.float32)
+        gains = self.gains().astype(np.float32)  # (3,)
         table = cv2.convertScaleAbs(np.arange(256, dtype=np.float32)[:, None] * gains)  # (256, 1) * (3,) -> (256, 3)
         return cv2.LUT(img, table.reshape(256, 1, 3))
 
