@@ -392,7 +392,8 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
         args += ("--resnet18-weights", os.path.abspath(resnet18_weights))
     kind = "train" if not exp.target else "attack" if "-a" in args else "eval"
     base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": kind,
-            "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(), "code": code_version(), "args": list(args)}
+            "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(),
+            "code": code_version(), "args": list(args)}
     previous = read_status(exp_dir)
     if exp.needs_imagenet_weights and not resnet18_weights and scale == "demo":
         status = dict(base, status="skipped", reason="no ImageNet weights (offline); pass --resnet18-weights PATH")

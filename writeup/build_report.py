@@ -328,7 +328,8 @@ def gen_provenance(ctx):
         code = "; ".join(f"{version} ({count} run{'s' * (count != 1)})" for version, count in sorted(codes.items()))
         lines.append(f"- **{heading}:** {len(finished)} of {len(EXPERIMENTS)} experiments finished (last recorded "
                      f"{latest}; {minutes:.0f} min of recorded run time). Data: {'; '.join(summary['data'])}. "
-                     f"Hardware: {'; '.join(hardware) or 'none'}. Code: {code or 'none'}. Every experiment's flags and state: "
+                     f"Hardware: {'; '.join(hardware) or 'none'}. Code: {code or 'none'}. "
+                     "Every experiment's flags and state: "
                      f"`{rel(ctx, os.path.join(ctx.results, scale, 'experiments.md'))}`.")
     lines.append(f"- **Tables:** {MEMORY_NOTE}")
     return "\n".join(lines)

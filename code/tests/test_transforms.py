@@ -114,7 +114,8 @@ def test_color_equals_the_lookup_table_on_every_level():
     rng = np.random.default_rng(0)
     for gains in rng.uniform(0.5, 1.5, (300, 3)):
         color.gains = lambda gains=gains: gains
-        table = np.clip(np.rint(np.arange(256, dtype=np.float32)[:, None] * gains.astype(np.float32)), 0, 255)  # (256, 3)
+        levels = np.arange(256, dtype=np.float32)[:, None]  # (256, 1)
+        table = np.clip(np.rint(levels * gains.astype(np.float32)), 0, 255)  # (256, 1) * (3,) -> (256, 3)
         np.testing.assert_array_equal(color(img), table.astype(np.uint8)[img, np.arange(3)])
 
 
