@@ -1,7 +1,7 @@
 """Images per second of the training-data pipelines, side by side in one run.
 
     python bench_data.py                      # the demo set in ../data (made if missing)
-    python bench_data.py --data ../data --workers 1 2 4 --rounds 3
+    python bench_data.py --data ../data --workers 1 2 4 --rounds 7
 
 Rows (every one ends in a (3, 128, 128) tensor for the model):
   course          the course's training chain (Scale 144, flip, colour LUT, rotate 15, sized
@@ -18,12 +18,14 @@ Each row is measured per core on decoded images (transform only) and through the
 loader worker reads: with the JPEG decode, or ``cached`` from the decoded-image cache. Then the
 datasets run in DataLoaders of 1, 2, 4 workers (images/s over whole passes after the first
 batch), beside a dataset of one constant image that measures the worker processes and batch
-transfer alone. Rounds alternate between rows, the best round counts. Ratios are against ``course``
-(with decode for the decode and DataLoader rows). The table goes to ../results/data_pipeline.md.
+transfer alone. Rounds alternate between rows: a row's rate is its median round, its ratio to
+``course`` (with decode for the decode and DataLoader rows) the median of the two rows' ratios
+within each round. The table goes to ../results/data_pipeline.md.
 """
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -169,7 +171,7 @@ class ConstantImages(Dataset):
 
 
 def measure(args):
-    """{(row, mode): images/s}, best of ``args.rounds`` alternating rounds. Per core, ``decoded``
+    """{(row, mode): images/s}, per core the median of ``args.rounds`` alternating rounds; ``decoded``
     runs the transforms on decoded images, ``decode`` and ``cached`` read items from the
     datasets a loader worker reads (JPEG decode or the decoded cache, then the transforms)."""
     torch.set_num_threads(1)
@@ -188,50 +190,65 @@ def measure(args):
             rows[(name, "cached")] = (indices, cached_set.__getitem__)
         rows[(name, "decode")] = (indices, decode_set.__getitem__)
     rows[("decode only", "decode")] = (paths, load_image)
-    best = {}
+    first = [("course", "decoded"), ("warp", "decoded"), ("course", "decode"), ("warp", "cached")]
+    rows = {key: rows[key] for key in first + [key for key in rows if key not in first]}  # targets back to back
+    rates = {}
     for _ in range(args.rounds):
         for key, (items, fn) in rows.items():
             random.seed(0)
-            best[key] = max(best.get(key, 0.0), per_core(items, fn))
+            rates.setdefault(key, []).append(per_core(items, fn))
     loaders = [("constant", "items", ConstantImages(len(probe)))]
     for name in ("course", "warp", "torchvision-v2"):
         loaders += [(name, mode, dataset) for mode, dataset in zip(("decode", "cached"), sets[name]) if dataset]
     for workers in args.workers:
         for name, mode, dataset in loaders:
-            best[(name, f"{workers} workers, {mode}")] = with_loader(dataset, workers, args.batch_size, args.passes)
-    return best
+            rates[(name, f"{workers} workers, {mode}")] = [with_loader(dataset, workers, args.batch_size,
+                                                                          args.passes)]
+    return rates
 
 
-def table(best, args, is_demo):
-    """The Markdown report of ``best``."""
-    course_decoded = best[("course", "decoded")]
-    course_decode = best[("course", "decode")]
+def ratio(rates, key, ref):
+    """Median over rounds of row ``key``'s rate over row ``ref``'s in the same round: the rows of
+    a round run side by side, so a machine that speeds up or slows down between rounds moves both."""
+    return statistics.median(a / b for a, b in zip(rates[key], rates[ref]))
+
+
+def target(rates, key, ref):
+    """The ratio of ``key`` to ``ref`` with the range of its rounds, e.g. '8.40x; rounds 7.10x to 9.90x'."""
+    rounds = [a / b for a, b in zip(rates[key], rates[ref])]
+    return f"{ratio(rates, key, ref):.2f}x; rounds {min(rounds):.2f}x to {max(rounds):.2f}x"
+
+
+def cell(rates, key, ref):
+    """'rate (ratio x)' of row ``key``: its median rate over the rounds and its ratio to ``ref``;
+    '-' if it did not run."""
+    if key not in rates:
+        return "-"
+    return f"{statistics.median(rates[key]):,.0f} ({ratio(rates, key, ref):.2f}x)"
+
+
+def table(rates, args, is_demo):
+    """The Markdown report of ``rates`` ({(row, mode): images/s of each round})."""
     modes = ["decoded", "decode", "cached"]
     lines = ["# Training-data pipeline throughput", "",
              f"Data: {'the generated demo set (not MiniPlaces)' if is_demo else 'MiniPlaces'} in `{args.data}`, "
              f"first {args.images} train images, 128x128 JPEG. Hardware: {cpu_model()}, {os.cpu_count()} cores "
              f"(1-minute load average at the end: {os.getloadavg()[0]:.2f}). torch {torch.__version__}, "
              f"OpenCV {cv2.__version__}. Command: `{command_line(__file__, args.argv)}` (from `code/`).", "",
-             "## One core, images/s (x the course's row)", "",
+             f"## One core, images/s: median of {args.rounds} alternating rounds (x the course's row: median of "
+             "the rounds' ratios)", "",
              "| pipeline | decoded images | with JPEG decode | cached (decoded once) |", "|---|---|---|---|"]
     for name in PIPELINES:
-        cells = []
-        for mode in modes:
-            value = best.get((name, mode))
-            ref = course_decoded if mode == "decoded" else course_decode
-            cells.append("-" if value is None else f"{value:,.0f} ({value / ref:.2f}x)")
+        cells = [cell(rates, (name, mode), ("course", "decoded" if mode == "decoded" else "decode")) for mode in modes]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [f"| JPEG decode alone | | {best[('decode only', 'decode')]:,.0f} | |", "",
+    lines += [f"| JPEG decode alone | | {statistics.median(rates[('decode only', 'decode')]):,.0f} | |", "",
               "## DataLoader, images/s (x the course's row with decode, same workers)", "",
               "| pipeline | " + " | ".join(f"{w} workers" for w in args.workers) + " |",
               "|---|" + "---|" * len(args.workers)]
     for name, mode in [("constant", "items")] + [(n, m) for n in ("course", "warp", "torchvision-v2")
                                                   for m in ("decode", "cached")]:
-            cells = []
-            for w in args.workers:
-                value = best.get((name, f"{w} workers, {mode}"))
-                ref = best[("course", f"{w} workers, decode")]
-                cells.append("-" if value is None else f"{value:,.0f} ({value / ref:.2f}x)")
+            cells = [cell(rates, (name, f"{w} workers, {mode}"), ("course", f"{w} workers, decode"))
+                     for w in args.workers]
             if any(c != "-" for c in cells):
                 label = "constant image, transfer only" if name == "constant" else f"{name}, {mode}"
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -239,8 +256,9 @@ def table(best, args, is_demo):
               "own helper files are not in this repository). The constant-image row is what the DataLoader's "
               "worker processes and batch transfer alone deliver on this machine.",
               "", f"Targets: warp >= 5x the course per core on decoded images (measured "
-              f"{best[('warp', 'decoded')] / course_decoded:.2f}x); the cached loader path >= 8x the course "
-              f"per core with decode (measured {best[('warp', 'cached')] / course_decode:.2f}x).", ""]
+              f"{target(rates, ('warp', 'decoded'), ('course', 'decoded'))}); the cached loader path >= 8x the "
+              f"course per core with decode (measured {target(rates, ('warp', 'cached'), ('course', 'decode'))}).",
+              ""]
     return "\n".join(lines)
 
 
@@ -249,7 +267,7 @@ def get_args_parser():
     parser.add_argument("--data", default=os.path.join(REPO_DIR, "data"), help="dataset folder (demo set made if empty)")
     parser.add_argument("--cache-dir", default=None, help="decoded-cache folder (default: DATA/cache)")
     parser.add_argument("--images", default=600, type=int, help="images per per-core measurement")
-    parser.add_argument("--rounds", default=3, type=int, help="alternating rounds; the best counts")
+    parser.add_argument("--rounds", default=7, type=int, help="alternating rounds; each row's median counts")
     parser.add_argument("--workers", default=[1, 2, 4], type=int, nargs="+", help="DataLoader worker counts")
     parser.add_argument("--batch-size", default=64, type=int, help="DataLoader batch size")
     parser.add_argument("--passes", default=1, type=int, help="passes over the split per DataLoader measurement")

@@ -322,7 +322,8 @@ class ToUint8Tensor:
     def __call__(self, img):
         if img.ndim == 2:
             img = img[:, :, None]
-        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # (C, H, W) view of (H, W, C)
+        img = np.ascontiguousarray(img) if img.flags.writeable else img.copy()  # torch needs writable memory
+        return torch.from_numpy(img).permute(2, 0, 1)  # (C, H, W) view of (H, W, C)
 
     def __repr__(self):
         return "ToUint8Tensor()"

@@ -307,9 +307,11 @@ def with_decoded_cache(dataset, cache_dir, workers=0, build=True):
 
 class DecodedCacheDataset(Dataset):
     """A split read from its cache file: item i is ``(transforms(image), label)`` where image
-    is the (H, W, 3) uint8 RGB array ``load_image`` gives for JPEG i, copied out of the file's
-    read-only memory map. Each process maps the file on first use (the map is not pickled),
-    so DataLoader workers share the operating system's page cache instead of copies.
+    is the (H, W, 3) uint8 RGB array ``load_image`` gives for JPEG i: a read-only view of the
+    file's memory map, which the transforms read without a copy of their own (one that writes
+    into its input raises ValueError: copy first), or a writable copy without transforms. Each
+    process maps the file on first use (the map is not pickled), so DataLoader workers share the
+    operating system's page cache instead of copies.
 
     Args:
         path: a complete cache file (see ``with_decoded_cache``).
@@ -346,7 +348,6 @@ class DecodedCacheDataset(Dataset):
         return self._images
 
     def __getitem__(self, index):
-        img = self.images[index].copy()  # (H, W, 3) uint8, a writable copy
-        if self.transforms is not None:
-            img = self.transforms(img)
+        img = self.images[index]  # (H, W, 3) uint8, a read-only view of the map
+        img = img.copy() if self.transforms is None else self.transforms(img)
         return img, self.labels[index]

@@ -9,12 +9,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import custom_transforms as T
 import decoded_cache as dc
 import main as driver
 from custom_dataloader import MiniPlacesLoader
@@ -60,6 +62,22 @@ def test_transformed_items_equal_the_jpeg_loaders(demo_data, tmp_path):
         random.seed(i)
         xc, yc = cached[i]
         assert torch.equal(x, xc) and y == yc
+
+
+def test_transforms_read_the_map_and_plain_items_are_copies(demo_data, tmp_path):
+    seen = []
+    cached = dc.with_decoded_cache(MiniPlacesLoader(demo_data, split="val", transforms=seen.append), str(tmp_path))
+    cached[3]
+    assert seen[0].base is not None and not seen[0].flags.writeable, "a read-only view, no copy per item"
+    with pytest.raises(ValueError, match="read-only"):
+        seen[0][0, 0] = 0  # a transform that writes into its input is stopped, the cache file untouched
+    cached.transforms = None
+    img, _ = cached[3]
+    assert img.flags.writeable and img.base is None, "without transforms an item is the caller's own copy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on read-only numpy memory
+        u8 = T.ToUint8Tensor()(seen[0])
+    assert torch.equal(u8.permute(1, 2, 0), torch.from_numpy(img)), "ToUint8Tensor copies a read-only image"
 
 
 def test_a_current_cache_is_reused(demo_data, tmp_path, capsys, monkeypatch):
