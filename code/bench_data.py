@@ -37,7 +37,7 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 import custom_transforms as T
-from benchmarking import command_line, cpu_model
+from benchmarking import command_line, cpu_model, time_ms
 from custom_dataloader import MiniPlacesLoader, collate_uint8
 from decoded_cache import with_decoded_cache
 from make_demo_data import DEMO_MARKER, make_demo_dataset
@@ -47,6 +47,7 @@ from utils import load_image
 CODE_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(CODE_DIR)
 FLAGS = [cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC]
+CPU = torch.device("cpu")
 
 
 class FloatColor(T.RandomColor):
@@ -135,10 +136,7 @@ def datasets(root, name, cache_dir):
 
 def per_core(items, fn):
     """Images/s of ``fn`` over ``items`` in this process."""
-    start = time.perf_counter()
-    for item in items:
-        fn(item)
-    return len(items) / (time.perf_counter() - start)
+    return len(items) / (time_ms(lambda: [fn(item) for item in items], CPU) / 1000.0)
 
 
 def with_loader(dataset, workers, batch_size, passes):
@@ -146,12 +144,11 @@ def with_loader(dataset, workers, batch_size, passes):
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate_uint8,
                         persistent_workers=True, drop_last=True)
     it = iter(loader)
-    next(it)
+    next(it)  # the workers are up
     count, start = 0, time.perf_counter()
-    for _ in range(passes):
-        for images, _ in it:
+    for p in range(passes):
+        for images, _ in it if p == 0 else iter(loader):  # no new pass queued after the last
             count += images.shape[0]
-        it = iter(loader)
     return count / (time.perf_counter() - start)
 
 

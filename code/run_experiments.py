@@ -186,8 +186,8 @@ def code_version():
     try:
         commit = git("rev-parse", "--short", "HEAD")
         changed = git("status", "--porcelain", "--untracked-files=no", "--", CODE_DIR)
-    except OSError:
-        return "not a git checkout"
+    except OSError:  # no git installed
+        commit = None
     if commit is None:
         return "not a git checkout"
     return f"commit {commit}" + (" + uncommitted changes" if changed else "")

@@ -929,9 +929,10 @@ def get_train_transforms(normalize=True, single_warp=None):
     A random-sized crop of 25-100% of the image area (aspect 3/4 to 4/3), a rotation of up to
     15 degrees without border pixels, the resize to 128 and a horizontal flip (p = 0.5), then
     channel gains of 1 +- 0.15. With our helpers the geometric part is one affine warp
-    (RandomWarpCrop) and the gains one uint8 pass, equal to the course's lookup table; with the course's helpers it
-    is the course's Scale, flip, RandomColor, RandomRotate and RandomSizedCrop chain; so is it
-    with ``single_warp`` False (None: the warp whenever the helpers have it).
+    (RandomWarpCrop) and the gains one uint8 pass, equal to the course's lookup table; with the
+    course's helpers it is the course's Scale, flip, RandomColor, RandomRotate and
+    RandomSizedCrop chain; so is it with ``single_warp`` False (None: the warp whenever the
+    helpers have it).
     """
     if single_warp and _WARP_CROP is None:
         raise ValueError("single_warp=True needs our custom_transforms.py (RandomWarpCrop)")

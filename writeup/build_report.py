@@ -855,13 +855,13 @@ def keep_with_heading(pdf, section, write):
     writing it would break the page and it is short (at most KEEP_TOGETHER_MM), or when its
     heading would end the page with less than HEADING_ROOM_MM of room below it. ``write(target,
     html)`` renders onto ``pdf`` or onto the dummy of ``pdf.offset_rendering()``."""
-    if not section.startswith("<h") or pdf.y <= pdf.t_margin + 1:
-        return
+    room = pdf.page_break_trigger - pdf.y
+    if not section.startswith("<h") or pdf.y <= pdf.t_margin + 1 or room >= KEEP_TOGETHER_MM:
+        return  # with this much room, a section that breaks is taller than KEEP_TOGETHER_MM
     start_page, start_y = pdf.page, pdf.y
     with pdf.offset_rendering() as dummy:
         write(dummy, section)
         height = dummy.y - start_y + (dummy.page - start_page) * pdf.eph  # mm, whole pages as text heights
-    room = pdf.page_break_trigger - pdf.y
     if dummy.page_break_triggered and (height <= KEEP_TOGETHER_MM or room < HEADING_ROOM_MM):
         pdf.add_page()
 
