@@ -823,11 +823,11 @@ def load_optimizer_state(optimizer, state):
                 if not torch.is_tensor(value):
                     continue
                 if key == "step":
-                    value = value.to(step_device(p))
+                    value = value.to(step_device(p), copy=True)
                 elif value.shape == p.shape:
                     value = torch.empty_like(p, dtype=p.dtype if value.is_floating_point() else value.dtype).copy_(value)
                 else:
-                    value = value.to(p.device)
+                    value = value.to(p.device, copy=True)
                 optimizer.state[p][key] = value
 
 

@@ -370,6 +370,10 @@ def test_resnet18_offline_message_and_local_weights(demo_data, tmp_path, capsys,
     assert ckpt["model_config"]["family"] == "resnet18"
     lrs = sorted({g["initial_lr"] for g in ckpt["optimizer"]["param_groups"]})
     assert len(lrs) == 2 and lrs[0] == pytest.approx(0.1 * lrs[1]), "backbone learns 10x slower"
+    head, backbone = scalars(run, "data/learning_rate"), scalars(run, "data/backbone_learning_rate")
+    assert [s for s, _ in head] == [s for s, _ in backbone] and head[-1][1] > 0
+    for (_, h), (_, b) in zip(head, backbone):
+        assert b == pytest.approx(0.1 * h), "both learning rates logged, the head's as data/learning_rate"
     capsys.readouterr()
     driver.main(driver.get_args_parser().parse_args(
         [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0",
