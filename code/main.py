@@ -58,10 +58,7 @@ NUM_CLASSES = 100
 CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",
                    "scheduler")
 DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")
-# --arch -> (the model's name in student_code / torchvision, family); "cnn" is default_cnn_model
-ARCHS = {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
-         "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
-         "resnet18": ("resnet18", "resnet18")}
+ARCH_CHOICES = ("cnn", "simplenet", "vit", "simplevit", "resnet18")
 # Flags that define what a run computes: a resumed run keeps its checkpoint's and stops (exit 2)
 # when the command line asks for others. --epochs may grow: the schedule is re-planned. The other
 # flags (workers, print frequency, folders, --no-amp, ...) may change, each named in one line.
@@ -136,7 +133,7 @@ def get_args_parser():
     parser.add_argument("--use-vit", action="store_true", help="train default_vit_model (= --arch vit)")
     parser.add_argument("--use-resnet18", action="store_true", help="fine-tune ImageNet ResNet18 (= --arch resnet18)")
     parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (CPU when no CUDA)")
-    parser.add_argument("--arch", default=None, choices=tuple(ARCHS),
+    parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
                         help="cnn = student_code.default_cnn_model (None: cnn), simplenet, vit = "
                              "default_vit_model, simplevit, resnet18")
     parser.add_argument("--resnet18-weights", default=None, metavar="PATH",
@@ -578,7 +575,7 @@ def model_config_from_args(args):
     """The checkpoint's description of the model, enough to rebuild it: the class name
     (``model_arch``), its family (cnn, vit or resnet18), the conv op and the classes."""
     arch = resolve_arch(args)
-    model_arch, family = ARCHS[arch]
+    model_arch, family = arch_models()[arch]
     adv = None
     if args.adv_train > 0:
         if family != "cnn":
@@ -588,10 +585,18 @@ def model_config_from_args(args):
             "num_classes": NUM_CLASSES, "adv_training": adv}
 
 
+def arch_models():
+    """--arch -> (the model's name in student_code or torchvision, family); "cnn" and "vit" are
+    student_code's default_cnn_model and default_vit_model."""
+    return {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
+            "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
+            "resnet18": ("resnet18", "resnet18")}
+
+
 def arch_of(config):
     """The --arch name of a checkpoint's model: "cnn" for default_cnn_model (also for checkpoints
     written while it was named SceneResNet), else the name itself."""
-    names = {model_arch: arch for arch, (model_arch, _) in ARCHS.items()}
+    names = {model_arch: arch for arch, (model_arch, _) in arch_models().items()}
     return names.get(config["model_arch"], "cnn" if config["model_arch"] == "SceneResNet"
                      else config["model_arch"].lower())
 

@@ -373,7 +373,7 @@ def test_resnet18_offline_message_and_local_weights(demo_data, tmp_path, capsys,
     head, backbone = scalars(run, "data/learning_rate"), scalars(run, "data/backbone_learning_rate")
     assert [s for s, _ in head] == [s for s, _ in backbone] and head[-1][1] > 0
     for (_, h), (_, b) in zip(head, backbone):
-        assert b == pytest.approx(0.1 * h), "both learning rates logged, the head's as data/learning_rate"
+        assert b == pytest.approx(0.1 * h, abs=1e-8), "both learning rates logged, the head's as data/learning_rate"
     capsys.readouterr()
     driver.main(driver.get_args_parser().parse_args(
         [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0",
