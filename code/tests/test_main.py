@@ -2,6 +2,7 @@
 import glob
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -487,6 +488,14 @@ def test_resume_with_more_epochs_replans_the_cosine(trained_run, demo_data, tmp_
     for step in range(9, 17):
         assert lrs[step] == pytest.approx(planned(step), rel=1e-6), step
     assert lrs[9] > 0.03 and torch.load(ckpt, weights_only=True)["epoch"] == 4
+    # gpu_check.sh's resume check, on this run's output, and on a run resumed at eta_min (the old bug)
+    from check_resume_log import check
+
+    text = "\n".join(out)
+    assert check(text, torch.load(ckpt, weights_only=True), 2, 4) == (
+        f"continued after epoch 2 at epoch 3 (of 4) at lr {planned(8):.6g} as re-planned; checkpoint at epoch 4", True)
+    stuck = re.sub(r"LR [0-9.]+", "LR 0.00000", text)
+    assert check(stuck, torch.load(ckpt, weights_only=True), 2, 4)[1] is False
 
 
 def test_resume_alone_of_a_finished_run_changes_nothing(trained_run, demo_data, tmp_path, capsys):
