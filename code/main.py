@@ -29,7 +29,7 @@ import time
 
 import torch
 
-TORCH_MIN = (2, 4)  # torch.amp.GradScaler for any device and the fused SGD kernel
+TORCH_MIN = (2, 4)  # torch.amp.GradScaler(device) (2.3), fused SGD, v2.MixUp / CutMix; README: torch versions
 if tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) < TORCH_MIN:
     print(f"error: main.py needs torch >= {'.'.join(map(str, TORCH_MIN))} (this is torch {torch.__version__}); "
           "see requirements.txt", file=sys.stderr)
