@@ -273,8 +273,8 @@ COLUMNS = ["threads", "load", "kind", "name", "detail", "precision",
 
 def format_table(rows):
     """A markdown table of the rows: times in ms, memory in MB, ratios custom / native."""
-    header = ["threads", "load", "kind", "name", "detail", "precision", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)",
-              "train x", "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
+    header = ["threads", "load", "kind", "name", "detail", "precision", "fwd ms (nat / cus)", "fwd x",
+              "train ms (nat / cus)", "train x", "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r["threads"]), f"{r['load']:.1f}", r["kind"], r["name"], r["detail"], r["precision"]]

@@ -751,7 +751,8 @@ def restore_run_flags(args, saved):
                 else ours == value)
         if same or name in MODEL_FLAGS:
             continue
-        text = f"{flag_name(name) if name != 'data_folder' else 'DIR'} {flag_text(ours)} (the run's: {flag_text(value)})"
+        flag = flag_name(name) if name != "data_folder" else "DIR"
+        text = f"{flag} {flag_text(ours)} (the run's: {flag_text(value)})"
         (refused if name in RUN_DEFINING_FLAGS else changed).append(text)
     if refused:
         raise UserError(f"--resume continues {args.resume} as it was trained, but the command line changes "
@@ -829,8 +830,9 @@ def load_optimizer_state(optimizer, state):
                     continue
                 if key == "step":
                     value = value.to(step_device(p), copy=True)
-                elif value.shape == p.shape:
-                    value = torch.empty_like(p, dtype=p.dtype if value.is_floating_point() else value.dtype).copy_(value)
+                elif value.shape == p.shape:  # p's dtype (floating state), device and strides
+                    dtype = p.dtype if value.is_floating_point() else value.dtype
+                    value = torch.empty_like(p, dtype=dtype).copy_(value)
                 else:
                     value = value.to(p.device, copy=True)
                 optimizer.state[p][key] = value
