@@ -235,8 +235,6 @@ def cli(argv=None):
 
 def main(args):
     """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
-    if not hasattr(args, "given"):  # a Namespace built by hand: every flag counts as given
-        args.given = sorted(vars(args))
     check_args(args)
     set_cudnn_flags(args)
     init_distributed(args)
