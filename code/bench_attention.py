@@ -21,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarking import command_line, cpu_model, time_ms
+from mixed_precision import precision_name
 from student_code import Attention, ImprovedViT, SimpleViT
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +123,9 @@ def bench_models(args, device):
 
 
 def render(args, device, attn_rows, model_rows, load_before):
-    """The markdown report; ``load_before`` is the 1-minute load average at the start."""
+    """The markdown report; ``load_before`` is the 1-minute load average at the start. Every row
+    names its precision (float32 tensors; on CUDA TF32 where the backend flags allow it)."""
+    precision = precision_name(device)
     lines = [
         "# Attention and ViT benchmark",
         "",
@@ -133,15 +136,15 @@ def render(args, device, attn_rows, model_rows, load_before):
         "(other jobs share the machine when it exceeds the threads)",
         f"- Command: `{command_line('bench_attention.py', args.argv)}` (from `code/`)",
         "",
-        "## Attention forward + backward, float32",
+        "## Attention forward + backward, float32 tensors",
         "",
         f"Median of {args.repeats} interleaved repeats after {args.warmup} warm-up rounds; "
         "ratio = explicit / fused (> 1: the fused path is faster).",
         "",
-        "| N tokens | batch | dim | heads | explicit ms | fused ms | ratio | max abs diff (fwd) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N tokens | batch | dim | heads | precision | explicit ms | fused ms | ratio | max abs diff (fwd) |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {n} | {b} | {d} | {h} | {e:.4g} | {f:.4g} | {r:.2f} | {diff:.1e} |"
+    lines += [f"| {n} | {b} | {d} | {h} | {precision} | {e:.4g} | {f:.4g} | {r:.2f} | {diff:.1e} |"
               for n, b, d, h, e, f, r, diff in attn_rows]
     if model_rows:
         lines += [
@@ -152,10 +155,11 @@ def render(args, device, attn_rows, model_rows, load_before):
             f"backward in train mode, batch {args.model_batch}, median of {args.model_repeats} "
             "interleaved repeats, divided by the batch.",
             "",
-            "| model | params (M) | forward GFLOPs / image | tokens | fwd+bwd ms / image |",
-            "|---|---:|---:|---:|---:|",
+            "| model | params (M) | forward GFLOPs / image | tokens | precision | fwd+bwd ms / image |",
+            "|---|---:|---:|---:|---|---:|",
         ]
-        lines += [f"| {name} | {p / 1e6:.2f} | {g:.3f} | {t} | {ms:.1f} |" for name, p, g, t, ms in model_rows]
+        lines += [f"| {name} | {p / 1e6:.2f} | {g:.3f} | {t} | {precision} | {ms:.1f} |"
+                  for name, p, g, t, ms in model_rows]
     return "\n".join(lines) + "\n"
 
 

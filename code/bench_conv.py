@@ -5,6 +5,7 @@
     python bench_conv.py --threads 1,2       # the same at 1 and at 2 intra-op threads
     python bench_conv.py --quick             # smoke run: batch 4, 64x64, SimpleNet only
     python bench_conv.py --device cuda --amp bf16
+    python bench_conv.py --device cuda --tf32      # both sides in TF32
 
 For every distinct convolution layer of the networks in --layers and for every network in
 --nets, native and custom run side by side in one process and the table gives custom / native
@@ -15,6 +16,11 @@ ratios of:
   held   memory allocated after the forward pass minus before it: what autograd keeps for
          backward (plus the small output)
   peak   highest memory allocated during forward + backward, minus before
+
+Precision, like with like: native and custom compute in the same precision, named in every
+row. On CUDA, PyTorch's defaults would give cuDNN's native convolutions TF32 (cudnn.allow_tf32)
+and the custom op's matrix products true fp32 (cuda.matmul.allow_tf32 off); the benchmark sets
+both flags off (both true fp32), or with --tf32 both on. Under --amp both run in bf16 / fp16.
 
 Timing: --warmup untimed rounds, then --repeats rounds; each round times native and custom
 back to back, alternating which goes first, and the table reports medians. CPU: perf_counter;
@@ -60,6 +66,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import student_code
 from benchmarking import command_line, cpu_model, synchronize, time_ms
+from mixed_precision import Float32Flags, precision_name
 from student_code import CustomConv2d, custom_conv2d
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -259,18 +266,18 @@ def hardware(device):
     return f"CPU {cpu_model()}, {os.cpu_count()} logical cores"
 
 
-COLUMNS = ["threads", "load", "kind", "name", "detail",
+COLUMNS = ["threads", "load", "kind", "name", "detail", "precision",
            "native_fwd_ms", "custom_fwd_ms", "fwd_ratio", "native_train_ms", "custom_train_ms", "train_ratio",
            "native_held_mb", "custom_held_mb", "held_ratio", "native_peak_mb", "custom_peak_mb", "peak_ratio"]
 
 
 def format_table(rows):
     """A markdown table of the rows: times in ms, memory in MB, ratios custom / native."""
-    header = ["threads", "load", "kind", "name", "detail", "fwd ms (nat / cus)", "fwd x", "train ms (nat / cus)",
-              "train x", "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
+    header = ["threads", "load", "kind", "name", "detail", "precision", "fwd ms (nat / cus)", "fwd x",
+              "train ms (nat / cus)", "train x", "held MB (nat / cus)", "held x", "peak MB (nat / cus)", "peak x"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [str(r["threads"]), f"{r['load']:.1f}", r["kind"], r["name"], r["detail"]]
+        cells = [str(r["threads"]), f"{r['load']:.1f}", r["kind"], r["name"], r["detail"], r["precision"]]
         for what, unit in (("fwd", "ms"), ("train", "ms"), ("held", "mb"), ("peak", "mb")):
             native, custom = r[f"native_{what}_{unit}"], r[f"custom_{what}_{unit}"]
             cells += [f"{native:.1f} / {custom:.1f}", f"{r[f'{what}_ratio']:.2f}"]
@@ -288,6 +295,9 @@ def write_results(rows, args, device, out_dir, stem):
              f"- torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}",
              f"- intra-op threads: {args.threads}; dtype {args.dtype}; autocast {amp}; load = 1-minute load "
              "average when the row was measured (other processes sharing the cores)",
+             "- precision: what both sides compute in (the same for native and custom), from the autocast "
+             "dtype and torch.backends.cudnn.allow_tf32 / torch.backends.cuda.matmul.allow_tf32, which the "
+             "benchmark sets alike (off; on with --tf32)",
              f"- batch {args.batch_size}, images {args.img_size}x{args.img_size}, {args.warmup} warmup + "
              f"{args.repeats} timed rounds (medians), native and custom alternating",
              "- held = memory allocated after forward minus before (what autograd keeps); peak = highest "
@@ -301,6 +311,12 @@ def write_results(rows, args, device, out_dir, stem):
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def row_precision(device, dtype, amp_dtype):
+    """The precision that native and custom both compute in: "fp64" for --dtype float64 (autocast
+    leaves float64 alone), else precision_name under the flags set (see the module docstring)."""
+    return "fp64" if dtype == torch.float64 else precision_name(device, amp_dtype)
 
 
 def parse_names(text, known):
@@ -328,6 +344,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                         help="run forward under torch.autocast with this dtype")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA: native convolutions and the custom op's matrix products both in TF32 "
+                             "(default: both in true fp32)")
     parser.add_argument("--quick", action="store_true",
                         help="batch 4, 64x64, 1 warmup + 2 rounds, SimpleNet only; writes conv_benchmark_quick.*")
     parser.add_argument("--out-dir", default=os.path.join(REPO_ROOT, "results"))
@@ -370,20 +389,23 @@ def main(argv=None):
     images, labels = images.to(device), labels.to(device)
 
     rows = []
-    for threads in args.thread_counts:
-        torch.set_num_threads(threads)
-        for layer in layers:
-            detail = (f"{layer['ci']}->{layer['co']} k{layer['k']} s{layer['stride']} p{layer['padding']} "
-                      f"@{layer['h']}x{layer['w']}" + (" (image)" if layer["first"] else ""))
-            cases = layer_cases(layer, args.batch_size, device, dtype)
-            rows.append(dict(threads=threads, kind="layer", name=layer["name"], detail=detail,
-                             **measure(cases, device, autocast, args.warmup, args.repeats), load=load_average()))
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
-        for name in args.nets:
-            cases = network_cases(name, images, labels)
-            rows.append(dict(threads=threads, kind="network", name=name, detail=f"batch {args.batch_size}",
-                             **measure(cases, device, autocast, args.warmup, args.repeats), load=load_average()))
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    with Float32Flags(args.tf32):  # native and custom alike: both TF32 or both true fp32 on CUDA
+        precision = row_precision(device, dtype, amp_dtype)
+        for threads in args.thread_counts:
+            torch.set_num_threads(threads)
+            for layer in layers:
+                detail = (f"{layer['ci']}->{layer['co']} k{layer['k']} s{layer['stride']} p{layer['padding']} "
+                          f"@{layer['h']}x{layer['w']}" + (" (image)" if layer["first"] else ""))
+                cases = layer_cases(layer, args.batch_size, device, dtype)
+                rows.append(dict(threads=threads, kind="layer", name=layer["name"], detail=detail, precision=precision,
+                                 **measure(cases, device, autocast, args.warmup, args.repeats), load=load_average()))
+                print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+            for name in args.nets:
+                cases = network_cases(name, images, labels)
+                rows.append(dict(threads=threads, kind="network", name=name, detail=f"batch {args.batch_size}",
+                                 precision=precision, **measure(cases, device, autocast, args.warmup, args.repeats),
+                                 load=load_average()))
+                print(format_table(rows[-1:]).splitlines()[-1], flush=True)
 
     print()
     print(format_table(rows))

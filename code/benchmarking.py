@@ -18,12 +18,29 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+CODE_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(CODE_DIR)
+
+
+def portable_path(arg):
+    """An absolute path in a command line as a report records it: inside the repository relative
+    to code/ (where the commands run), outside it ``<outside the repository>/<name>``; "--flag=PATH"
+    likewise; any other argument unchanged. Reports hold no absolute paths."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not os.path.isabs(value):
+        return arg
+    inside = os.path.commonpath([os.path.abspath(value), REPO_DIR]) == REPO_DIR
+    value = os.path.relpath(value, CODE_DIR) if inside else f"<outside the repository>/{os.path.basename(value)}"
+    return flag + eq + value
+
+
 def command_line(script, argv):
     """``python <script> <argv>`` as one line to paste into a shell, for a report: arguments are
     quoted only where the shell needs it, in double quotes when they hold a single quote and
     nothing that the shell expands inside double quotes (shlex.quote writes ``'"'"'`` for it).
-    ``script`` is reduced to its file name."""
+    ``script`` is reduced to its file name, absolute paths as portable_path says."""
     def word(arg):
+        arg = portable_path(arg)
         if "'" in arg and not any(c in arg for c in '"$`\\!'):
             return f'"{arg}"'
         return shlex.quote(arg)

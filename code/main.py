@@ -1,15 +1,17 @@
 """Train, evaluate and attack MiniPlaces scene classifiers.
 
-    python main.py ../data                         # train the default CNN
+    python main.py ../data                         # train the default CNN (default_cnn_model)
     python main.py ../data --arch simplenet        # the starter's SimpleNet
     python main.py ../data --use-custom-conv       # ... with the custom convolution
     python main.py ../data --use-vit --wd 0.05 --lr 0.01
+    python main.py ../data --resume RUN/models/checkpoint.pth.tar   # continue a run as it was
     python main.py ../data -e --resume PATH        # evaluate a checkpoint (flip TTA)
     python main.py ../data -a -v --resume PATH     # PGD attack, images to TensorBoard
 
-Runs on CUDA when available (mixed precision, channels_last, pinned memory) and
-on the CPU otherwise. Every run writes TensorBoard logs and checkpoints into a
-new folder under ../logs; ``tensorboard --logdir ../logs`` shows the curves.
+Runs on CUDA when available (mixed precision, channels_last, pinned memory) and on the CPU
+otherwise. Every run writes TensorBoard logs and checkpoints into a new folder under ../logs;
+``tensorboard --logdir ../logs`` shows the curves. The file reads in the order it runs: the
+command line, ``main``, ``train`` and ``evaluate``, then the helpers of each phase.
 """
 import argparse
 import builtins
@@ -19,55 +21,99 @@ import inspect
 import math
 import os
 import random
+import re
 import resource
+import shlex
 import sys
 import time
 
 import torch
-import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.tensorboard import SummaryWriter
-from torchvision.transforms import v2
 
-import student_code
-from custom_blocks import param_groups_weight_decay
-from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8
-from decoded_cache import CacheError, with_decoded_cache
-from make_demo_data import DEMO_MARKER
-from mixed_precision import cuda_amp_dtype
-from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups
-from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,
+TORCH_MIN = (2, 4)  # torch.amp.GradScaler(device) (2.3), fused SGD, v2.MixUp / CutMix; README: torch versions
+if tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) < TORCH_MIN:
+    print(f"error: main.py needs torch >= {'.'.join(map(str, TORCH_MIN))} (this is torch {torch.__version__}); "
+          "see requirements.txt", file=sys.stderr)
+    sys.exit(2)
+
+import torch.distributed as dist  # noqa: E402  (after the version check, as everything below)
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+
+import student_code  # noqa: E402
+from custom_blocks import param_groups_weight_decay  # noqa: E402
+from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8  # noqa: E402
+from decoded_cache import CacheError, with_decoded_cache  # noqa: E402
+from make_demo_data import DEMO_MARKER  # noqa: E402
+from mixed_precision import cuda_amp_dtype, precision_name  # noqa: E402
+from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups  # noqa: E402
+from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,  # noqa: E402
                           default_visfunction, default_vit_model, get_train_transforms, get_val_transforms,
                           vis_adversarial)
-from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR
+from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR  # noqa: E402
 
 NUM_CLASSES = 100
 CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",
                    "scheduler")
 DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")
 ARCH_CHOICES = ("cnn", "simplenet", "vit", "simplevit", "resnet18")
+# Flags that define what a run computes: a resumed run keeps its checkpoint's and stops (exit 2)
+# when the command line asks for others. --epochs may grow: the schedule is re-planned. The other
+# flags (workers, print frequency, folders, --no-amp, ...) may change, each named in one line.
+RUN_DEFINING_FLAGS = ("batch_size", "lr", "warmup", "momentum", "weight_decay", "clip_grad", "seed",
+                      "label_smoothing", "ema_decay", "mixup", "cutmix", "augment", "backbone_lr_scale")
+MODEL_FLAGS = ("arch", "use_vit", "use_resnet18", "use_custom_conv", "adv_train", "adv_steps", "adv_eps")
+NOT_RESUMED = ("resume", "evaluate", "attack", "start_epoch", "given", "rank", "world_size", "gpu", "vis")
 
 
 class UserError(Exception):
     """A problem with the user's input or data: printed as one line, exit status 2."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the last checkpoint and how to resume it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------------------
+
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser that also records which flags the command line gave, as the sorted
+    list ``args.given`` of their names (a resumed run takes the others from its checkpoint)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        unset = object()
+        probe, _ = super().parse_known_args(args, argparse.Namespace(**{k: unset for k in vars(parsed)}))
+        parsed.given = sorted(k for k, v in vars(probe).items() if v is not unset and k != "given")
+        return parsed, extra
+
+
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def get_args_parser():
-    """The starter's flags (names and defaults unchanged) plus our additions."""
-    parser = argparse.ArgumentParser(description="MiniPlaces scene recognition")
+    """The starter's flags (names and defaults unchanged, but -j: at most the usable cores) plus ours."""
+    parser = FlagParser(description="MiniPlaces scene recognition",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("data_folder", metavar="DIR", help="dataset folder (train.txt, val.txt, images/)")
-    parser.add_argument("-j", "--workers", default=4, type=int, help="data loading workers")
+    parser.add_argument("-j", "--workers", default=min(4, usable_cores()), type=int,
+                        help="data loading workers (the starter's 4, or fewer on fewer usable cores)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="folder of the decoded cache: each split decoded once into a uint8 file "
-                             "that later epochs and runs memory-map (default: DIR/cache, next to the data)")
+                             "that later epochs and runs memory-map (None: DIR/cache, next to the data)")
     parser.add_argument("--no-cache", action="store_true",
                         help="decode the JPEGs every epoch instead of using the decoded cache")
     parser.add_argument("--epochs", default=90, type=int, help="total epochs to run")
     parser.add_argument("--warmup", default=5, type=int, help="linear warmup epochs")
     parser.add_argument("--clip-grad", default=1.0, type=float, help="gradient norm clip (ViT only)")
-    parser.add_argument("--start-epoch", default=0, type=int, help="epoch to start from (resume sets it)")
+    parser.add_argument("--start-epoch", default=0, type=int,
+                        help="epoch to start a new run at, counted from 0 (--resume takes the checkpoint's)")
     parser.add_argument("-b", "--batch-size", default=256, type=int, help="training batch size")
     parser.add_argument("--lr", "--learning-rate", default=0.1, type=float, dest="lr",
                         help="peak learning rate")
@@ -76,7 +122,7 @@ def get_args_parser():
                         help="weight decay")
     parser.add_argument("-p", "--print-freq", default=10, type=int, help="print every N iterations")
     parser.add_argument("--resume", default="", type=str, metavar="PATH",
-                        help="checkpoint to resume training from, or to evaluate/attack")
+                        help="checkpoint to continue training from (with its run's flags), or to evaluate/attack")
     parser.add_argument("-e", "--evaluate", action="store_true",
                         help="evaluate the --resume checkpoint on val (horizontal-flip averaging)")
     parser.add_argument("-a", "--attack", action="store_true",
@@ -84,12 +130,12 @@ def get_args_parser():
     parser.add_argument("-v", "--vis", action="store_true",
                         help="write input (and with -a adversarial) images to TensorBoard")
     parser.add_argument("--use-custom-conv", action="store_true", help="CNNs use CustomConv2d")
-    parser.add_argument("--use-vit", action="store_true", help="train default_vit_model")
-    parser.add_argument("--use-resnet18", action="store_true", help="fine-tune ImageNet ResNet18")
+    parser.add_argument("--use-vit", action="store_true", help="train default_vit_model (= --arch vit)")
+    parser.add_argument("--use-resnet18", action="store_true", help="fine-tune ImageNet ResNet18 (= --arch resnet18)")
     parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (CPU when no CUDA)")
     parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
-                        help="cnn = default_cnn_model (default), simplenet, vit = default_vit_model, "
-                             "simplevit, resnet18; --use-vit / --use-resnet18 are shorthands")
+                        help="cnn = student_code.default_cnn_model (None: cnn), simplenet, vit = "
+                             "default_vit_model, simplevit, resnet18")
     parser.add_argument("--resnet18-weights", default=None, metavar="PATH",
                         help="local ImageNet ResNet18 state dict (offline use of --use-resnet18)")
     parser.add_argument("--backbone-lr-scale", default=0.1, type=float,
@@ -97,7 +143,8 @@ def get_args_parser():
                              "new head at lr (large steps would wipe out the ImageNet features)")
     parser.add_argument("--seed", default=2024, type=int, help="seed of every random choice")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
-    parser.add_argument("--label-smoothing", default=0.0, type=float, help="cross-entropy smoothing")
+    parser.add_argument("--label-smoothing", default=0.0, type=float,
+                        help="cross-entropy smoothing of the training loss (validation loss: none)")
     parser.add_argument("--ema-decay", default=0.0, type=float,
                         help="evaluate and save an exponential moving average of the weights (0: off)")
     parser.add_argument("--mixup", default=0.0, type=float, help="MixUp alpha (0: off)")
@@ -109,68 +156,272 @@ def get_args_parser():
     parser.add_argument("--adv-steps", default=3, type=int, help="PGD steps of --adv-train")
     parser.add_argument("--adv-eps", default=0.1, type=float, help="PGD epsilon of --adv-train")
     parser.add_argument("--attack-eps", default=None, type=float,
-                        help="-a: PGD epsilon in normalized units (default: PGDAttack's)")
-    parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps")
+                        help="-a: PGD epsilon in normalized units (None: PGDAttack's)")
+    parser.add_argument("--attack-steps", default=None, type=int, help="-a: PGD steps (None: PGDAttack's)")
     parser.add_argument("--attack-step-size", default=None, type=float,
-                        help="-a: PGD step size (default: PGDAttack's, scaled with --attack-eps)")
+                        help="-a: PGD step size (None: PGDAttack's, scaled with --attack-eps)")
     parser.add_argument("--augment", default="warp", choices=("warp", "chain"),
                         help="training augmentation: warp = one affine warp per image (fast), chain = the "
                              "course's Scale / flip / colour / rotate / sized-crop chain (same ranges)")
     parser.add_argument("--val-batch-size", default=100, type=int, help="validation batch size")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="root folder of all runs")
-    parser.add_argument("--exp-name", default="", help="run folder prefix (default: the model name)")
+    parser.add_argument("--exp-name", default="", help="run folder prefix (empty: the --arch name)")
     return parser
 
 
-def resolve_arch(args):
-    """The architecture choice of the flags: one of ARCH_CHOICES."""
-    chosen = [a for a, on in (("vit", args.use_vit), ("resnet18", args.use_resnet18)) if on]
-    if args.arch:
-        chosen.append(args.arch)
-    if len(set(chosen)) > 1:
-        raise UserError(f"conflicting model flags: {sorted(set(chosen))}; pick one")
-    arch = chosen[0] if chosen else "cnn"
-    if args.use_custom_conv and arch not in ("cnn", "simplenet"):
-        raise UserError(f"--use-custom-conv works with the CNNs (cnn, simplenet), not {arch}")
-    return arch
+# flag -> (lowest, highest, whether the lowest is allowed); None: no bound
+NUMERIC_FLAGS = {
+    "workers": (0, None, True), "epochs": (1, None, True), "warmup": (0, None, True),
+    "clip_grad": (0, None, True), "start_epoch": (0, None, True), "batch_size": (1, None, True),
+    "lr": (0, None, False), "momentum": (0, 1, True), "weight_decay": (0, None, True),
+    "print_freq": (1, None, True), "gpu": (0, None, True), "backbone_lr_scale": (0, 1, True),
+    "seed": (0, 2 ** 31 - 1, True), "label_smoothing": (0, 1, True), "ema_decay": (0, 1, True),
+    "mixup": (0, None, True), "cutmix": (0, None, True), "adv_train": (0, 1, True), "adv_steps": (1, None, True),
+    "adv_eps": (0, None, False), "attack_eps": (0, None, False), "attack_steps": (1, None, True),
+    "attack_step_size": (0, None, False), "val_batch_size": (1, None, True),
+}
+OPEN_ABOVE = ("momentum", "label_smoothing", "ema_decay")  # upper bounds that are excluded
 
 
-def model_config_from_args(args):
-    """The checkpoint's description of the model, enough to rebuild it: the class name
-    (``model_arch``), its family (cnn, vit or resnet18), the conv op and the classes."""
-    arch = resolve_arch(args)
-    model_arch, family = {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
-                          "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
-                          "resnet18": ("resnet18", "resnet18")}[arch]
-    adv = None
-    if args.adv_train > 0:
-        if family != "cnn":
-            raise UserError(f"--adv-train works with the CNNs (cnn, simplenet), not {arch}")
-        adv = {"adv_ratio": args.adv_train, "num_steps": args.adv_steps, "epsilon": args.adv_eps}
-    return {"model_arch": model_arch, "family": family, "custom_conv": args.use_custom_conv,
-            "num_classes": NUM_CLASSES, "adv_training": adv}
+def flag_name(dest):
+    return "--" + {"weight_decay": "wd"}.get(dest, dest.replace("_", "-"))
 
 
-def build_model(config, resnet18_weights=None, pretrained=False):
-    """Build the model that ``config`` (see model_config_from_args) describes. ResNet18
-    starts from ImageNet weights only when ``pretrained`` (a new training run)."""
-    if config["family"] == "resnet18":
-        try:
-            return build_resnet18(config["num_classes"], weights_path=resnet18_weights, pretrained=pretrained)
-        except PretrainedWeightsError as e:
-            raise UserError(" ".join(str(e).split())) from e
-    cls = getattr(student_code, config["model_arch"], None)
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise UserError(f"unknown model architecture {config['model_arch']!r} (no such model in student_code.py)")
-    if config["family"] == "vit":
-        return cls(num_classes=config["num_classes"])
-    model = cls(conv_op=CustomConv2d if config["custom_conv"] else nn.Conv2d, num_classes=config["num_classes"])
-    if config.get("adv_training"):
-        try:
-            model.enable_adversarial_training(**config["adv_training"])
-        except ValueError as e:
-            raise UserError(f"adversarial training: {e}") from e
-    return model
+def check_args(args):
+    """Reject flag values and combinations that cannot work (UserError: one line, exit 2)."""
+    for name, (low, high, low_ok) in NUMERIC_FLAGS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        too_low = value < low if low_ok else value <= low
+        too_high = high is not None and (value >= high if name in OPEN_ABOVE else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            low_text = f"{'>=' if low_ok else '>'} {low}"
+            rule = low_text if high is None else f"{low_text} and {'<' if name in OPEN_ABOVE else '<='} {high}"
+            raise UserError(f"{flag_name(name)} must be {rule}, got {value}")
+    if args.evaluate and args.attack:
+        raise UserError("-e and -a are separate runs: evaluate first, then attack")
+    if args.start_epoch >= args.epochs:
+        raise UserError(f"--start-epoch {args.start_epoch} leaves nothing of --epochs {args.epochs} to train")
+    if args.resume and "start_epoch" in args.given:
+        raise UserError("--start-epoch and --resume: a resumed run starts where its checkpoint stopped")
+    if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
+        raise UserError("--resnet18-weights is for --use-resnet18")
+    if args.no_cache and args.cache_dir:
+        raise UserError("--cache-dir names the decoded cache's folder and --no-cache turns it off; pick one")
+
+
+def cli(argv=None):
+    """Command-line entry: one line and exit status 2 on bad input, 130 on Ctrl-C."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ImageReadError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]  # last line: the worker's own message
+        print(f"error: {lines[-1] if lines else e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(str(e) if isinstance(e, Interrupted) else "=> interrupted before training began: nothing saved",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------------------------
+# main, train, evaluate
+# ----------------------------------------------------------------------------------------------
+
+def main(args):
+    """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
+    check_args(args)
+    set_cudnn_flags(args)
+    init_distributed(args)
+    try:
+        is_demo = check_data_folder(args.data_folder)
+        if is_demo:
+            print_demo_banner(args.data_folder)
+        device = resolve_device(args.gpu)
+        print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
+        if args.evaluate or args.attack:
+            return evaluate(args, device, is_demo)
+        train(args, device, is_demo)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(args, device, is_demo):
+    """The training loop: build everything, resume if asked, train and validate each epoch."""
+    ckpt, config = resume_config(args)
+    if ckpt is not None and ckpt["epoch"] >= args.epochs:
+        print(f"=> {args.resume} finished its {ckpt['epoch']} epochs: nothing to train "
+              f"(--epochs N > {ckpt['epoch']} trains on, re-planning the schedule)")
+        return
+    clamp_warmup(args, ckpt)
+    print(precision_line(device, args))
+    torch.manual_seed(args.seed)
+    model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
+    if ckpt is not None:
+        load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
+    vit = config["family"] == "vit"
+    channels_last = device.type == "cuda" and not vit
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    ema = ModelEma(model, args.ema_decay) if args.ema_decay > 0 else None
+    if ema is not None and ckpt is not None:
+        load_model_state(ema.module, ckpt["state_dict"], args.resume)
+    net = model
+    if args.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_loader, val_loader = build_loaders(args, device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = build_optimizer(model, args, config["family"])
+    iters = len(train_loader)
+    scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
+    scaler = make_grad_scaler(device, autocast_dtype(device, args))
+    best_acc1, start_epoch = -math.inf, args.start_epoch
+    if ckpt is not None:
+        best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
+        load_training_state(ckpt, optimizer, scaler)
+    set_schedule_position(scheduler, start_epoch * iters)
+    if ckpt is not None or start_epoch > 0:
+        print(schedule_line(args, ckpt, optimizer, start_epoch))
+    run_folder, writer = open_run(args, config, ckpt, is_demo)
+    print(f"=> {model_line(config)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
+          f"logs and checkpoints in {run_folder}", flush=True)
+    if args.vis and writer is not None:
+        write_images(writer, to_device(*next(iter(train_loader)), torch.device("cpu"), False)[0])
+    mix = build_mix(args)
+    saved = args.resume or None
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            torch.manual_seed(args.seed * 100003 + epoch)
+            train_loader.sampler.set_epoch(epoch)
+            reset_peak_memory(device)
+            start = time.time()
+            loss, top1_tr, top5_tr, ips, data_wait = train_one_epoch(
+                train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
+                channels_last, args.clip_grad if vit else 0.0, mix, ema)
+            print(data_wait_line(epoch, ips, data_wait, args.workers), flush=True)
+            if args.world_size > 1:
+                broadcast_buffers(model)
+                if ema is not None:
+                    broadcast_buffers(ema.module)
+            val = validate(val_loader, ema.module if ema is not None else net, nn.CrossEntropyLoss(), device,
+                           args, channels_last, is_demo=is_demo)
+            is_best = val["top1"] > best_acc1
+            best_acc1 = max(val["top1"], best_acc1)
+            if writer is None:
+                continue
+            log_epoch(writer, epoch + 1, {
+                "data/top1_accuracy": val["top1"], "data/top5_accuracy": val["top5"],
+                "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
+                "data/train_loss": loss, "data/val_loss": val["loss"], "perf/epoch_seconds": time.time() - start,
+                "perf/images_per_second": ips, "perf/data_wait_fraction": data_wait,
+                "perf/peak_memory_mb": peak_memory_mb(device)})
+            state = train_state_dict(epoch + 1, config, model, ema, best_acc1, optimizer, scheduler, scaler, args)
+            saved = save_checkpoint(state, is_best, run_folder)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_line(args, saved)) from None
+    if args.world_size > 1:
+        check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
+    if writer is not None:
+        writer.close()
+        print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+
+
+def evaluate(args, device, is_demo):
+    """-e / -a: rebuild the checkpoint's model and evaluate it on val, with -e without and with
+    flip averaging, with -a clean and under the PGD attack; the accuracies also go to TensorBoard."""
+    if not args.resume:
+        raise UserError(f"{'-e' if args.evaluate else '-a'} needs --resume CHECKPOINT")
+    ckpt = load_checkpoint(args.resume)
+    config = ckpt["model_config"]
+    model = build_model(config)
+    load_model_state(model, ckpt["state_dict"], args.resume)
+    channels_last = device.type == "cuda" and config["family"] != "vit"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    adv = config.get("adv_training")
+    print(precision_line(device, args))
+    print(f"=> evaluating {model_line(config)} from {args.resume} (epoch {ckpt['epoch']}"
+          + (f", adversarially trained: {adv})" if adv else ")"))
+    _, val_loader = build_loaders(args, device, need_train=False)
+    criterion = nn.CrossEntropyLoss()
+    run = make_run_folder(args.log_dir, f"{run_name(config)}-{'attack' if args.attack else 'eval'}")
+    writer = SummaryWriter(run)
+    writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
+    print(f"=> accuracies{' and images' if args.vis else ''} go to TensorBoard in {run}")
+    step = ckpt["epoch"]
+    if args.evaluate:
+        print("=> without flip averaging (the number training logged):")
+        plain = validate(val_loader, model, criterion, device, args, channels_last, is_demo=is_demo)
+        print("=> with horizontal-flip averaging:")
+        flip = validate(val_loader, model, criterion, device, args, channels_last, flip_tta=True,
+                        writer=writer if args.vis else None, is_demo=is_demo)
+        log_epoch(writer, step, {"eval/top1_accuracy": plain["top1"], "eval/top5_accuracy": plain["top5"],
+                                 "eval/flip_top1_accuracy": flip["top1"], "eval/flip_top5_accuracy": flip["top5"]})
+    else:
+        attack = build_attack(args, criterion)
+        settings = {"epsilon": attack.epsilon, "num_steps": attack.num_steps, "step_size": attack.step_size}
+        print(f"=> PGD attack: epsilon {attack.epsilon:g}, {attack.num_steps} steps of size {attack.step_size:g} "
+              "(normalized units)")
+        res = validate(val_loader, model, criterion, device, args, channels_last, attack=attack,
+                       writer=writer if args.vis else None, is_demo=is_demo, quiet=True)
+        print(f"=> clean:       Acc@1 {res['clean_top1']:.3f} Acc@5 {res['clean_top5']:.3f}\n"
+              f"=> adversarial: Acc@1 {res['top1']:.3f} Acc@5 {res['top5']:.3f}")
+        print(f"******Acc@1 {res['top1']:.3f} Acc@5 {res['top5']:.3f}", flush=True)
+        log_epoch(writer, step, {"attack/clean_top1_accuracy": res["clean_top1"],
+                                 "attack/clean_top5_accuracy": res["clean_top5"],
+                                 "attack/adversarial_top1_accuracy": res["top1"],
+                                 "attack/adversarial_top5_accuracy": res["top5"],
+                                 **{f"attack/{k}": v for k, v in settings.items()}})
+    writer.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Setting up: cuDNN, processes, device, data
+# ----------------------------------------------------------------------------------------------
+
+def set_cudnn_flags(args):
+    """cuDNN picks the fastest algorithms for training (benchmark, fixed input sizes) and
+    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py)."""
+    evaluating = args.evaluate or args.attack
+    torch.backends.cudnn.benchmark = not evaluating
+    torch.backends.cudnn.deterministic = evaluating
+
+
+def init_distributed(args):
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA,
+    gloo on the CPU. Sets ``args.rank`` and ``args.world_size``; only rank 0 prints."""
+    args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args.rank = int(os.environ.get("RANK", "0"))
+    if args.world_size == 1:
+        return
+    if args.evaluate or args.attack:
+        raise UserError("-e and -a run in one process: start them with python, not torchrun")
+    if torch.cuda.is_available():
+        args.gpu = int(os.environ.get("LOCAL_RANK", "0"))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if args.rank != 0:
+        builtins.print = lambda *a, **k: None
+
+
+def check_data_folder(data_folder):
+    """Fail fast on a missing dataset; returns True for the generated demo set."""
+    if not os.path.isdir(data_folder):
+        raise UserError(f"data folder {data_folder} not found; {GET_DATA_HINT}")
+    for name in ("train.txt", "val.txt"):
+        if not os.path.isfile(os.path.join(data_folder, name)):
+            raise UserError(f"label file {os.path.join(data_folder, name)} not found; {GET_DATA_HINT}")
+    return os.path.isfile(os.path.join(data_folder, DEMO_MARKER))
+
+
+def print_demo_banner(data_folder):
+    line = "#" * 78
+    print(f"{line}\n# DEMO DATA: {data_folder} holds the small generated demo set, NOT MiniPlaces.\n"
+          f"# Accuracies of this run say nothing about MiniPlaces. {GET_DATA_HINT}.\n{line}",
+          flush=True)
 
 
 def resolve_device(gpu):
@@ -181,6 +432,29 @@ def resolve_device(gpu):
         torch.cuda.set_device(gpu)
         return torch.device("cuda", gpu)
     return torch.device("cpu")
+
+
+def autocast_dtype(device, args):
+    """The autocast dtype of a run: the GPU's native one on CUDA (bf16 from compute capability
+    8.0, fp16 with a GradScaler below, see cuda_amp_dtype); None (float32) on the CPU or with
+    --no-amp."""
+    if device.type != "cuda" or args.no_amp:
+        return None
+    return cuda_amp_dtype(device)
+
+
+def precision_line(device, args):
+    """One line naming the arithmetic of the run (printed at start-up); without AMP on CUDA it
+    names what the backend flags leave of float32 (cuDNN convolutions run in TF32 by default)."""
+    dtype = autocast_dtype(device, args)
+    if dtype is None:
+        if device.type != "cuda":
+            return "=> precision: float32 (no AMP on the CPU)"
+        return f"=> precision: float32 (--no-amp; arithmetic: {precision_name(device)})"
+    capability = "compute capability {}.{}".format(*torch.cuda.get_device_capability(device))
+    if dtype == torch.bfloat16:
+        return f"=> precision: AMP bfloat16 ({capability}: native bf16)"
+    return f"=> precision: AMP float16 with GradScaler ({capability} < 8.0: no native bf16)"
 
 
 class SeededSampler(Sampler):
@@ -235,16 +509,6 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
 
-def check_data_folder(data_folder):
-    """Fail fast on a missing dataset; returns True for the generated demo set."""
-    if not os.path.isdir(data_folder):
-        raise UserError(f"data folder {data_folder} not found; {GET_DATA_HINT}")
-    for name in ("train.txt", "val.txt"):
-        if not os.path.isfile(os.path.join(data_folder, name)):
-            raise UserError(f"label file {os.path.join(data_folder, name)} not found; {GET_DATA_HINT}")
-    return os.path.isfile(os.path.join(data_folder, DEMO_MARKER))
-
-
 def decoded(dataset, args):
     """``dataset`` read from its decoded cache (decoded_cache.py; rank 0 builds it while the
     other DDP ranks wait), or ``dataset`` itself with --no-cache or when its images differ in size."""
@@ -288,6 +552,90 @@ def build_loaders(args, device, need_train=True):
     return train_loader, val_loader
 
 
+# ----------------------------------------------------------------------------------------------
+# Building the model, the optimizer and the schedule
+# ----------------------------------------------------------------------------------------------
+
+def resolve_arch(args):
+    """The architecture choice of the flags: one of ARCH_CHOICES."""
+    chosen = [a for a, on in (("vit", args.use_vit), ("resnet18", args.use_resnet18)) if on]
+    if args.arch:
+        chosen.append(args.arch)
+    if len(set(chosen)) > 1:
+        raise UserError(f"conflicting model flags: {sorted(set(chosen))}; pick one")
+    arch = chosen[0] if chosen else "cnn"
+    if args.use_custom_conv and arch not in ("cnn", "simplenet"):
+        raise UserError(f"--use-custom-conv works with the CNNs (cnn, simplenet), not {arch}")
+    return arch
+
+
+def model_config_from_args(args):
+    """The checkpoint's description of the model, enough to rebuild it: the class name
+    (``model_arch``), its family (cnn, vit or resnet18), the conv op and the classes."""
+    arch = resolve_arch(args)
+    model_arch, family = arch_models()[arch]
+    adv = None
+    if args.adv_train > 0:
+        if family != "cnn":
+            raise UserError(f"--adv-train works with the CNNs (cnn, simplenet), not {arch}")
+        adv = {"adv_ratio": args.adv_train, "num_steps": args.adv_steps, "epsilon": args.adv_eps}
+    return {"model_arch": model_arch, "family": family, "custom_conv": args.use_custom_conv,
+            "num_classes": NUM_CLASSES, "adv_training": adv}
+
+
+def arch_models():
+    """--arch -> (the model's name in student_code or torchvision, family); "cnn" and "vit" are
+    student_code's default_cnn_model and default_vit_model."""
+    return {"cnn": (default_cnn_model.__name__, "cnn"), "simplenet": ("SimpleNet", "cnn"),
+            "vit": (default_vit_model.__name__, "vit"), "simplevit": ("SimpleViT", "vit"),
+            "resnet18": ("resnet18", "resnet18")}
+
+
+def arch_of(config):
+    """The --arch name of a checkpoint's model: "cnn" for default_cnn_model (also for checkpoints
+    written while it was named SceneResNet), else the name itself."""
+    names = {model_arch: arch for arch, (model_arch, _) in arch_models().items()}
+    return names.get(config["model_arch"], "cnn" if config["model_arch"] == "SceneResNet"
+                     else config["model_arch"].lower())
+
+
+def run_name(config):
+    """The model's part of a run folder's name: the --arch name, "-customconv" with CustomConv2d."""
+    return arch_of(config) + ("-customconv" if config["custom_conv"] else "")
+
+
+def model_line(config):
+    """How output lines name the model, e.g. "cnn (student_code.default_cnn_model, SceneResNet)"."""
+    arch = arch_of(config)
+    where = {"cnn": "student_code.default_cnn_model, ", "vit": "student_code.default_vit_model, ",
+             "resnet18": "torchvision, "}.get(arch, "student_code.")
+    return f"{run_name(config)} ({where}{config['model_arch']})"
+
+
+def build_model(config, resnet18_weights=None, pretrained=False):
+    """Build the model that ``config`` (see model_config_from_args) describes. ResNet18
+    starts from ImageNet weights only when ``pretrained`` (a new training run)."""
+    if config["family"] == "resnet18":
+        try:
+            return build_resnet18(config["num_classes"], weights_path=resnet18_weights, pretrained=pretrained)
+        except PretrainedWeightsError as e:
+            raise UserError(" ".join(str(e).split())) from e
+    cls = getattr(student_code, config["model_arch"], None)
+    if cls is None and arch_of(config) == "cnn":  # a checkpoint of default_cnn_model under an older name
+        cls = default_cnn_model
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise UserError(f"unknown model architecture {config['model_arch']!r} (no such model in student_code.py)")
+    if config["family"] == "vit":
+        return cls(num_classes=config["num_classes"])
+    model = cls(conv_op=CustomConv2d if config["custom_conv"] else nn.Conv2d, num_classes=config["num_classes"])
+    if config.get("adv_training"):
+        try:
+            model.enable_adversarial_training(**config["adv_training"])
+        except ValueError as e:
+            raise UserError(f"adversarial training: {e}") from e
+    return model
+
+
 def build_optimizer(model, args, family):
     """AdamW for Vision Transformers (no decay on biases, norms and position embeddings),
     SGD with momentum for CNNs (as the starter); for ResNet18 fine-tuning the backbone's
@@ -303,43 +651,131 @@ def build_optimizer(model, args, family):
                            fused=fused)
 
 
-def load_optimizer_state(optimizer, state):
-    """Load a checkpoint's optimizer state but keep this run's kernels (fused on CUDA): the
-    state's param groups carry the choice of the device it was saved on."""
-    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, kept in zip(optimizer.param_groups, kernels):
-        group.update(kept)
+def make_grad_scaler(device, amp_dtype):
+    """A GradScaler for ``device``, enabled only under fp16 autocast (bf16 and float32 need no
+    loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
 
-def make_run_folder(log_root, name):
-    """Create ``log_root/<name>_<YYYYmmdd-HHMMSS>[-k]``, never reusing an existing folder."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(log_root, f"{name}_{stamp}")
-    path, k = base, 0
-    while True:
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            k += 1
-            path = f"{base}-{k}"
+def build_mix(args):
+    """MixUp and/or CutMix on whole batches (None when both are off)."""
+    mixes = []
+    if args.mixup > 0:
+        mixes.append(v2.MixUp(alpha=args.mixup, num_classes=NUM_CLASSES))
+    if args.cutmix > 0:
+        mixes.append(v2.CutMix(alpha=args.cutmix, num_classes=NUM_CLASSES))
+    return v2.RandomChoice(mixes) if mixes else None
 
 
-def save_checkpoint(state, is_best, run_folder):
-    """Write ``models/checkpoint.pth.tar`` (and ``model_best.pth.tar`` when best) atomically:
-    each file goes to a temporary name first and is renamed over the old one."""
-    folder = os.path.join(run_folder, "models")
-    os.makedirs(folder, exist_ok=True)
-    names = ["checkpoint.pth.tar"] + (["model_best.pth.tar"] if is_best else [])
-    for name in names:
-        tmp = os.path.join(folder, f".{name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, os.path.join(folder, name))
+class ModelEma:
+    """Exponential moving average of a model's floating-point state (weights and BatchNorm
+    statistics): ``ema = decay * ema + (1 - decay) * model`` after every optimizer step.
+    ``module`` is the averaged copy, used for validation and saved as the checkpoint's
+    ``state_dict``."""
+
+    def __init__(self, model, decay):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model):
+        pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())]
+        floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - self.decay)
+        for e, m in pairs:
+            if not e.dtype.is_floating_point:
+                e.copy_(m)
+
+
+def clamp_warmup(args, ckpt):
+    """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
+    warms up over all of it, and says so (a resumed run keeps its checkpoint's warmup)."""
+    if args.warmup > args.epochs:
+        if ckpt is None:
+            print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
+                  f"warming up over all {args.epochs} epoch(s)")
+        args.warmup = args.epochs
+
+
+def set_schedule_position(scheduler, step):
+    """Put ``scheduler`` (LinearWarmupCosineAnnealingLR, stepped per iteration) at iteration
+    ``step`` of its plan: every group's lr becomes the plan's lr there."""
+    scheduler.last_epoch = step
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming: the run as it was, on any device and in any precision
+# ----------------------------------------------------------------------------------------------
+
+def resume_config(args):
+    """(checkpoint or None, model config) of a training run. With --resume, ``args`` becomes the
+    checkpoint's run: each flag that the command line did not give takes the checkpoint's value.
+    Given flags that differ are named in one line; those that change what the run computes
+    (RUN_DEFINING_FLAGS, MODEL_FLAGS) stop it (UserError). A longer --epochs re-plans the schedule."""
+    if not args.resume:
+        return None, model_config_from_args(args)
+    ckpt = load_checkpoint(args.resume)
+    if "args" in ckpt:
+        restore_run_flags(args, ckpt["args"])
+    else:
+        print(f"=> {args.resume} records no flags (an older checkpoint): the command line's flags apply")
+    config = model_config_from_args(args)
+    if ckpt["model_config"] != config:
+        raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, but the flags ask for {config}")
+    done = ckpt["epoch"]
+    if args.epochs < done:
+        raise UserError(f"--epochs {args.epochs}: {args.resume} has already trained {done} epochs")
+    return ckpt, config
+
+
+def restore_run_flags(args, saved):
+    """Set every flag that the command line did not give to its value in ``saved`` (a checkpoint's
+    ``args``); name the given ones that differ in one line, or stop (UserError) where they would
+    change what the run computes."""
+    given = set(args.given)
+    if given & set(MODEL_FLAGS):  # the command line names a model: resume_config compares it as a whole
+        given |= set(MODEL_FLAGS)
+    changed, refused = [], []
+    for name, value in saved.items():
+        if name in NOT_RESUMED or not hasattr(args, name):
+            continue
+        if name not in given:
+            setattr(args, name, value)
+            continue
+        ours = getattr(args, name)
+        same = (os.path.realpath(ours) == os.path.realpath(value) if name in ("data_folder", "log_dir")
+                else ours == value)
+        if same or name in MODEL_FLAGS:
+            continue
+        flag = flag_name(name) if name != "data_folder" else "DIR"
+        text = f"{flag} {flag_text(ours)} (the run's: {flag_text(value)})"
+        (refused if name in RUN_DEFINING_FLAGS else changed).append(text)
+    if refused:
+        raise UserError(f"--resume continues {args.resume} as it was trained, but the command line changes "
+                        f"{'; '.join(refused)}; start a new run (without --resume) for that")
+    if changed:
+        print(f"=> resuming with flags that differ from the checkpoint's: {'; '.join(changed)}")
+
+
+def flag_text(value):
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+def resume_folder(checkpoint_path):
+    """The run folder to continue in: the checkpoint's own run when it is that run's latest
+    ``models/checkpoint.pth.tar``; None (a new folder) for any other file, so nothing of
+    the old run is overwritten."""
+    path = os.path.abspath(checkpoint_path)
+    if os.path.basename(path) == "checkpoint.pth.tar" and os.path.basename(os.path.dirname(path)) == "models":
+        return os.path.dirname(os.path.dirname(path))
+    return None
 
 
 def load_checkpoint(path):
-    """Load and check a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
+    """Load and check a checkpoint written by :func:`save_checkpoint`, onto the CPU (every tensor
+    then goes to the device and layout of what it belongs to)."""
     if not os.path.isfile(path):
         raise UserError(f"--resume: checkpoint {path} not found")
     try:
@@ -362,38 +798,42 @@ def load_model_state(model, state_dict, path):
         raise UserError(f"--resume: the weights in {path} do not fit the model ({detail})") from e
 
 
-def accuracy_counts(output, target, topk=(1, 5)):
-    """Number of samples whose label is in the top-k logits, one float 0-d tensor per k."""
-    maxk = min(max(topk), output.shape[1])
-    pred = output.topk(maxk, dim=1).indices  # (B, maxk)
-    hit = pred.eq(target[:, None])  # (B, maxk)
-    return [hit[:, :min(k, maxk)].any(dim=1).sum().float() for k in topk]
+def load_training_state(ckpt, optimizer, scaler):
+    """The optimizer's and the GradScaler's state of a checkpoint, whatever device and precision
+    it was saved in (the schedule's position is set by the caller: set_schedule_position)."""
+    load_optimizer_state(optimizer, ckpt["optimizer"])
+    note = load_scaler_state(scaler, ckpt.get("scaler"))
+    if note:
+        print(note)
 
 
-def autocast_dtype(device, args):
-    """The autocast dtype of a run: the GPU's native one on CUDA (bf16 from compute capability
-    8.0, fp16 with a GradScaler below, see cuda_amp_dtype); None (float32) on the CPU or with
-    --no-amp."""
-    if device.type != "cuda" or args.no_amp:
-        return None
-    return cuda_amp_dtype(device)
+def load_optimizer_state(optimizer, state):
+    """Load a checkpoint's optimizer state for this run's parameters and kernels.
 
-
-def precision_line(device, args):
-    """One line naming the arithmetic of the run (printed at start-up)."""
-    dtype = autocast_dtype(device, args)
-    if dtype is None:
-        return "=> precision: float32 (" + ("--no-amp)" if device.type == "cuda" else "no AMP on the CPU)")
-    capability = "compute capability {}.{}".format(*torch.cuda.get_device_capability(device))
-    if dtype == torch.bfloat16:
-        return f"=> precision: AMP bfloat16 ({capability}: native bf16)"
-    return f"=> precision: AMP float16 with GradScaler ({capability} < 8.0: no native bf16)"
-
-
-def make_grad_scaler(device, amp_dtype):
-    """A GradScaler for ``device``, enabled only under fp16 autocast (bf16 and float32 need no
-    loss scaling)."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    The saved param groups carry the kernel choice of the device they were saved on (fused on
+    CUDA), and ``Optimizer.load_state_dict`` places ``step`` by it and keeps each state tensor's
+    layout. So this run's choice is restored, then every state tensor is moved to its
+    parameter's device, dtype and memory format (the fused kernels take equal strides for
+    parameters, gradients and state, and on the CPU compute wrong updates without them), and
+    ``step`` goes to the parameter's device for fused or capturable groups, to the CPU otherwise."""
+    kernels = [{k: group[k] for k in ("fused", "foreach", "capturable") if k in group}
+               for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, kernels):
+        group.update(kept)
+        step_device = lambda p: p.device if group.get("fused") or group.get("capturable") else "cpu"  # noqa: E731
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if not torch.is_tensor(value):
+                    continue
+                if key == "step":
+                    value = value.to(step_device(p), copy=True)
+                elif value.shape == p.shape:  # p's dtype (floating state), device and strides
+                    dtype = p.dtype if value.is_floating_point() else value.dtype
+                    value = torch.empty_like(p, dtype=dtype).copy_(value)
+                else:
+                    value = value.to(p.device, copy=True)
+                optimizer.state[p][key] = value
 
 
 def load_scaler_state(scaler, state):
@@ -412,74 +852,43 @@ def load_scaler_state(scaler, state):
     return None
 
 
-def peak_memory_mb(device):
-    """Peak CUDA memory allocated, or the process's peak resident memory on the CPU (MiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def schedule_line(args, ckpt, optimizer, start_epoch):
+    """The line that says where a resumed (or --start-epoch) run goes on: from which epoch to
+    which, at what lr (the head's for ResNet18), and whether the schedule was re-planned."""
+    lr = max(group["lr"] for group in optimizer.param_groups)
+    span = f"epochs {start_epoch + 1} to {args.epochs} start at lr {lr:.6g}"
+    if ckpt is None:
+        return f"=> --start-epoch {start_epoch}: {span}"
+    line = f"=> resumed {args.resume} after epoch {start_epoch} (best Acc@1 {ckpt['best_acc1']:.3f}): {span}"
+    planned = ckpt.get("args", {}).get("epochs")
+    if planned is not None and planned != args.epochs:
+        line += f", the warmup + cosine schedule re-planned from {planned} to {args.epochs} epochs"
+    return line
 
 
-def to_device(images, target, device, channels_last):
-    """Copy a batch to ``device`` without blocking (pinned memory), channels_last for CNNs.
-
-    A uint8 batch (B, 3, H, W) in [0, 255], as the loaders deliver it, is converted to float32
-    and normalized with the ImageNet statistics there, on the device (a quarter of the bytes
-    through the worker queues and the host-to-device copy); a float batch is taken as normalized.
-    """
-    images = images.to(device, non_blocking=True)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    if images.dtype == torch.uint8:
-        images = images.to(torch.float32, memory_format=layout)  # (B, 3, H, W) in [0, 255]
-        for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
-            images[:, c].mul_(1.0 / (255.0 * std)).sub_(mean / std)  # Python scalars: no host-to-device copy
-    elif channels_last:
-        images = images.contiguous(memory_format=layout)
-    return images, target.to(device, non_blocking=True)
+def train_state_dict(epoch, config, model, ema, best_acc1, optimizer, scheduler, scaler, args):
+    """A checkpoint: the model (the EMA weights with --ema-decay, the trained ones then under
+    ``train_state_dict``), the training state and the run's flags (``args``, for --resume)."""
+    state = {"epoch": epoch, "model_arch": config["model_arch"], "model_config": config,
+             "state_dict": (ema.module if ema is not None else model).state_dict(), "best_acc1": best_acc1,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict(), "args": vars(args)}
+    if ema is not None:
+        state["train_state_dict"] = model.state_dict()
+    return state
 
 
-def all_reduce_sum(tensor):
-    """Sum ``tensor`` over DDP ranks (identity in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor
+def interrupted_line(args, saved):
+    """The line for Ctrl-C: the last checkpoint saved and the command that resumes it."""
+    if saved is None:
+        return "=> interrupted before the first checkpoint: nothing saved to resume"
+    return (f"=> interrupted; the last checkpoint saved is {saved}; resume with: python main.py "
+            f"{shlex.quote(args.data_folder)} --resume {shlex.quote(saved)}")
 
 
-def means_over_ranks(sums, count):
-    """(sums / count as floats, count), both summed over the DDP ranks first: ``sums`` is a
-    device tensor, ``count`` the number of samples counted on the host. One host sync."""
-    totals = all_reduce_sum(torch.cat([sums, sums.new_full((1,), float(count))])).tolist()
-    return [t / totals[-1] for t in totals[:-1]], totals[-1]
-
-
-def optimizer_step(loss, model, optimizer, scaler, clip_grad):
-    """Backward (scaled for fp16), optional gradient-norm clipping, optimizer step."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if clip_grad > 0:
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def log_progress(writer, means, loss, lr, epoch, i, num_iters, batch_time):
-    """Print and log a training interval (reading the device's numbers: the one host sync of
-    the interval); stop on a non-finite loss.
-
-    ``means`` = (mean loss, top-1 rate, top-5 rate) since the epoch started, on the device.
-    """
-    mean_loss, top1, top5 = means.tolist()
-    if not math.isfinite(mean_loss):
-        kind = "NaN" if math.isnan(mean_loss) else "infinite"
-        raise UserError(f"training loss became {kind} at epoch {epoch}, iteration {i + 1}; "
-                        "lower --lr (or raise --warmup) and start again")
-    if writer is not None:
-        step = epoch * num_iters + i + 1
-        writer.add_scalar("data/training_loss", loss.item(), step)
-        writer.add_scalar("data/learning_rate", lr, step)
-    print(f"Epoch: [{epoch}][{i + 1}/{num_iters}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
-          f"Loss {mean_loss:.4f}\tAcc@1 {100 * top1:.2f}\tAcc@5 {100 * top5:.2f}\tLR {lr:.5f}", flush=True)
-
+# ----------------------------------------------------------------------------------------------
+# Training one epoch
+# ----------------------------------------------------------------------------------------------
 
 def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler, epoch, device,
                     args, writer, channels_last, clip_grad, mix=None, ema=None):
@@ -515,11 +924,88 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
         batch_time.update(time.time() - end)
         end = time.time()
         if (i + 1) % args.print_freq == 0 or i + 1 == num_iters:
-            log_progress(writer, sums / count, loss, optimizer.param_groups[0]["lr"], epoch, i, num_iters,
-                         batch_time)
+            log_progress(writer, sums / count, loss, optimizer, epoch, i, num_iters, batch_time)
     (mean_loss, top1, top5), total = means_over_ranks(sums, count)
     seconds = time.time() - start
     return mean_loss, 100.0 * top1, 100.0 * top5, total / seconds, data_time.sum / seconds
+
+
+def log_progress(writer, means, loss, optimizer, epoch, i, num_iters, batch_time):
+    """Print and log a training interval (reading the device's numbers: the one host sync of
+    the interval); stop on a non-finite loss.
+
+    ``means`` = (mean loss, top-1 rate, top-5 rate) since the epoch started, on the device. The
+    lr logged is --lr's (the head's when ResNet18's backbone learns slower: that one is logged
+    as data/backbone_learning_rate). Epochs are printed counted from 1, as "=> epoch N" lines.
+    """
+    mean_loss, top1, top5 = means.tolist()
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    lr = max(lrs)
+    backbone_lr = min(lrs) if len({group["initial_lr"] for group in optimizer.param_groups}) > 1 else None
+    if not math.isfinite(mean_loss):
+        kind = "NaN" if math.isnan(mean_loss) else "infinite"
+        raise UserError(f"training loss became {kind} at epoch {epoch + 1}, iteration {i + 1}; "
+                        "lower --lr (or raise --warmup) and start again")
+    if writer is not None:
+        step = epoch * num_iters + i + 1
+        writer.add_scalar("data/training_loss", loss.item(), step)
+        writer.add_scalar("data/learning_rate", lr, step)
+        if backbone_lr is not None:
+            writer.add_scalar("data/backbone_learning_rate", backbone_lr, step)
+    print(f"Epoch: [{epoch + 1}][{i + 1}/{num_iters}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
+          f"Loss {mean_loss:.4f}\tAcc@1 {100 * top1:.2f}\tAcc@5 {100 * top5:.2f}\tLR {lr:.5f}"
+          + (f" (backbone {backbone_lr:.5f})" if backbone_lr is not None else ""), flush=True)
+
+
+def to_device(images, target, device, channels_last):
+    """Copy a batch to ``device`` without blocking (pinned memory), channels_last for CNNs.
+
+    A uint8 batch (B, 3, H, W) in [0, 255], as the loaders deliver it, is converted to float32
+    and normalized with the ImageNet statistics there, on the device (a quarter of the bytes
+    through the worker queues and the host-to-device copy); a float batch is taken as normalized.
+    """
+    images = images.to(device, non_blocking=True)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if images.dtype == torch.uint8:
+        images = images.to(torch.float32, memory_format=layout)  # (B, 3, H, W) in [0, 255]
+        for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+            images[:, c].mul_(1.0 / (255.0 * std)).sub_(mean / std)  # Python scalars: no host-to-device copy
+    elif channels_last:
+        images = images.contiguous(memory_format=layout)
+    return images, target.to(device, non_blocking=True)
+
+
+def optimizer_step(loss, model, optimizer, scaler, clip_grad):
+    """Backward (scaled for fp16), optional gradient-norm clipping, optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def accuracy_counts(output, target, topk=(1, 5)):
+    """Number of samples whose label is in the top-k logits, one float 0-d tensor per k."""
+    maxk = min(max(topk), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices  # (B, maxk)
+    hit = pred.eq(target[:, None])  # (B, maxk)
+    return [hit[:, :min(k, maxk)].any(dim=1).sum().float() for k in topk]
+
+
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` over DDP ranks (identity in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def means_over_ranks(sums, count):
+    """(sums / count as floats, count), both summed over the DDP ranks first: ``sums`` is a
+    device tensor, ``count`` the number of samples counted on the host. One host sync."""
+    totals = all_reduce_sum(torch.cat([sums, sums.new_full((1,), float(count))])).tolist()
+    return [t / totals[-1] for t in totals[:-1]], totals[-1]
 
 
 def data_wait_line(epoch, images_per_second, data_wait, workers):
@@ -531,28 +1017,49 @@ def data_wait_line(epoch, images_per_second, data_wait, workers):
     return line
 
 
-def predict(model, images, flip_tta, amp_dtype):
-    """Logits (B, num_classes) in float32, or with ``flip_tta`` the mean softmax of the
-    images and their mirror images."""
-    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        output = model(images).float()
-        if flip_tta:
-            output = 0.5 * (output.softmax(1) + model(images.flip(3)).float().softmax(1))
-    return output
+def reset_peak_memory(device):
+    """Start a new peak for peak_memory_mb: CUDA's allocator statistics, or on Linux the
+    process's peak resident set (VmHWM), reset through /proc/self/clear_refs."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux: peak_memory_mb gives the peak since the process started
+        pass
 
+
+def peak_memory_mb(device):
+    """Peak CUDA memory allocated, or the process's peak resident memory on the CPU (MiB), since
+    the last reset_peak_memory (on a CPU without /proc: since the process started)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# Validating and attacking
+# ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def validate(val_loader, model, criterion, device, args, channels_last, flip_tta=False,
-             attack=None, writer=None, is_demo=False):
-    """Top-1 / top-5 accuracy (%) on val; prints ``******Acc@1 X Acc@5 Y`` last.
+             attack=None, writer=None, is_demo=False, quiet=False):
+    """Top-1 / top-5 accuracy (%) and mean loss on val; prints ``******Acc@1 X Acc@5 Y`` last
+    (unless ``quiet``).
 
-    ``flip_tta`` averages the softmax of each image and its mirror image. ``attack``
-    (a PGDAttack) replaces each batch by its adversarial version first; with
-    ``writer`` the first batch's images go to TensorBoard. Returns (top1, top5, loss).
+    ``flip_tta`` averages the softmax of each image and its mirror image. ``attack`` (a
+    PGDAttack) replaces each batch by its adversarial version, whose accuracies are returned
+    with the clean ones (``clean_top1``, ``clean_top5``); with ``writer`` the first batch's
+    images go to TensorBoard. Returns {"top1", "top5", "loss"[, "clean_top1", "clean_top5"]}.
     """
     model.eval()
     amp_dtype = autocast_dtype(device, args)
-    sums = torch.zeros(3, device=device)  # loss * n, top-1 hits, top-5 hits
+    sums = torch.zeros(5 if attack is not None else 3, device=device)  # loss * n, top-1, top-5 hits[, clean]
     count = 0  # images, counted on the host
     for i, (images, target) in enumerate(val_loader):
         images, target = to_device(images, target, device, channels_last)
@@ -565,35 +1072,33 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
         output = predict(model, images, flip_tta, amp_dtype)
         loss = nn.functional.nll_loss(output.clamp_min(1e-12).log(), target) if flip_tta else criterion(output, target)
         n = images.shape[0]
-        sums += torch.stack([loss * n, *accuracy_counts(output, target)])
+        hits = accuracy_counts(output, target)
+        if attack is not None:
+            hits += accuracy_counts(predict(model, clean, False, amp_dtype), target)
+        sums += torch.stack([loss * n, *hits])
         count += n
         if (i + 1) % args.print_freq == 0:
-            top1, top5 = (100.0 * sums[1:] / count).tolist()  # the print interval's host sync
+            top1, top5 = (100.0 * sums[1:3] / count).tolist()  # the print interval's host sync
             print(f"Test: [{i + 1}/{len(val_loader)}]\tAcc@1 {top1:.2f}\tAcc@5 {top5:.2f}", flush=True)
-    (val_loss, top1, top5), _ = means_over_ranks(sums, count)
-    top1, top5 = 100.0 * top1, 100.0 * top5
+    means, _ = means_over_ranks(sums, count)
+    result = {"loss": means[0], "top1": 100.0 * means[1], "top5": 100.0 * means[2]}
+    if attack is not None:
+        result.update(clean_top1=100.0 * means[3], clean_top5=100.0 * means[4])
     if is_demo:
         print("[DEMO DATA] these accuracies are on the generated demo set, not on MiniPlaces")
-    print(f"******Acc@1 {top1:.3f} Acc@5 {top5:.3f}", flush=True)
-    return top1, top5, val_loss
+    if not quiet:
+        print(f"******Acc@1 {result['top1']:.3f} Acc@5 {result['top5']:.3f}", flush=True)
+    return result
 
 
-def write_images(writer, clean, adversarial=None):
-    """De-normalized input images to TensorBoard (Image/Org_Image) and, with an attack,
-    the adversarial versions (Image/Adv_Image) and their amplified difference (Image/Diff_Image)."""
-    if adversarial is None:
-        writer.add_image("Image/Org_Image", default_visfunction(clean.detach().float()), 0)
-        return
-    org, adv, diff = vis_adversarial(clean.detach().float(), adversarial.detach().float())
-    for tag, grid in (("Image/Org_Image", org), ("Image/Adv_Image", adv), ("Image/Diff_Image", diff)):
-        writer.add_image(tag, grid, 0)
-
-
-def print_demo_banner(data_folder):
-    line = "#" * 78
-    print(f"{line}\n# DEMO DATA: {data_folder} holds the small generated demo set, NOT MiniPlaces.\n"
-          f"# Accuracies of this run say nothing about MiniPlaces. {GET_DATA_HINT}.\n{line}",
-          flush=True)
+def predict(model, images, flip_tta, amp_dtype):
+    """Logits (B, num_classes) in float32, or with ``flip_tta`` the mean softmax of the
+    images and their mirror images."""
+    with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = model(images).float()
+        if flip_tta:
+            output = 0.5 * (output.softmax(1) + model(images.flip(3)).float().softmax(1))
+    return output
 
 
 def build_attack(args, criterion):
@@ -608,240 +1113,72 @@ def build_attack(args, criterion):
     return default_attack(criterion, **kwargs)
 
 
-def run_evaluation(args, device, is_demo):
-    """-e / -a: rebuild the checkpoint's model and evaluate it on val (optionally attacked)."""
-    if not args.resume:
-        raise UserError(f"{'-e' if args.evaluate else '-a'} needs --resume CHECKPOINT")
-    ckpt = load_checkpoint(args.resume)
-    model = build_model(ckpt["model_config"])
-    load_model_state(model, ckpt["state_dict"], args.resume)
-    channels_last = device.type == "cuda" and ckpt["model_config"]["family"] != "vit"
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    adv = ckpt["model_config"].get("adv_training")
-    print(f"=> evaluating {ckpt['model_arch']} from {args.resume} (epoch {ckpt['epoch']}"
-          + (f", adversarially trained: {adv})" if adv else ")"))
-    _, val_loader = build_loaders(args, device, need_train=False)
-    criterion = nn.CrossEntropyLoss()
-    writer = None
-    if args.vis:
-        run = make_run_folder(args.log_dir, f"{ckpt['model_arch'].lower()}-{'attack' if args.attack else 'eval'}")
-        writer = SummaryWriter(run)
-        print(f"=> images go to TensorBoard in {run}")
-    if args.evaluate:
-        print("=> without flip averaging (the number training logged):")
-        validate(val_loader, model, criterion, device, args, channels_last, is_demo=is_demo)
-        print("=> with horizontal-flip averaging:")
-    attack = build_attack(args, criterion) if args.attack else None
-    validate(val_loader, model, criterion, device, args, channels_last, flip_tta=args.evaluate,
-             attack=attack, writer=writer, is_demo=is_demo)
-    if writer is not None:
-        writer.close()
-
-
-def check_args(args):
-    """Reject flag values and combinations that cannot work."""
-    if args.evaluate and args.attack:
-        raise UserError("-e and -a are separate runs: evaluate first, then attack")
-    for name in ("epochs", "batch_size", "val_batch_size", "print_freq"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
-    if not 0 <= args.label_smoothing < 1 or args.mixup < 0 or args.cutmix < 0:
-        raise UserError("--label-smoothing must lie in [0, 1) and --mixup / --cutmix be >= 0")
-    if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
-        raise UserError("--resnet18-weights is for --use-resnet18")
-    if not 0 <= args.backbone_lr_scale <= 1:
-        raise UserError(f"--backbone-lr-scale must lie in [0, 1], got {args.backbone_lr_scale}")
-    if not 0 <= args.ema_decay < 1:
-        raise UserError(f"--ema-decay must lie in [0, 1), got {args.ema_decay}")
-    if args.no_cache and args.cache_dir:
-        raise UserError("--cache-dir names the decoded cache's folder and --no-cache turns it off; pick one")
-
-
-def init_distributed(args):
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA,
-    gloo on the CPU. Sets ``args.rank`` and ``args.world_size``; only rank 0 prints."""
-    args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    args.rank = int(os.environ.get("RANK", "0"))
-    if args.world_size == 1:
+def write_images(writer, clean, adversarial=None):
+    """De-normalized input images to TensorBoard (Image/Org_Image) and, with an attack,
+    the adversarial versions (Image/Adv_Image) and their amplified difference (Image/Diff_Image)."""
+    if adversarial is None:
+        writer.add_image("Image/Org_Image", default_visfunction(clean.detach().float()), 0)
         return
-    if args.evaluate or args.attack:
-        raise UserError("-e and -a run in one process: start them with python, not torchrun")
-    if torch.cuda.is_available():
-        args.gpu = int(os.environ.get("LOCAL_RANK", "0"))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if args.rank != 0:
-        builtins.print = lambda *a, **k: None
+    org, adv, diff = vis_adversarial(clean.detach().float(), adversarial.detach().float())
+    for tag, grid in (("Image/Org_Image", org), ("Image/Adv_Image", adv), ("Image/Diff_Image", diff)):
+        writer.add_image(tag, grid, 0)
 
 
-def set_cudnn_flags(args):
-    """cuDNN picks the fastest algorithms for training (benchmark, fixed input sizes) and
-    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py)."""
-    evaluating = args.evaluate or args.attack
-    torch.backends.cudnn.benchmark = not evaluating
-    torch.backends.cudnn.deterministic = evaluating
-
-
-def main(args):
-    """Train (or with -e / -a evaluate) as the flags say; raises UserError on bad input."""
-    check_args(args)
-    set_cudnn_flags(args)
-    init_distributed(args)
-    try:
-        is_demo = check_data_folder(args.data_folder)
-        if is_demo:
-            print_demo_banner(args.data_folder)
-        device = resolve_device(args.gpu)
-        print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
-        print(precision_line(device, args))
-        if args.evaluate or args.attack:
-            return run_evaluation(args, device, is_demo)
-        train(args, device, is_demo)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def resume_config(args):
-    """(checkpoint or None, model config): the checkpoint's model when resuming."""
-    config = model_config_from_args(args)
-    if not args.resume:
-        return None, config
-    ckpt = load_checkpoint(args.resume)
-    model_flags = args.arch or args.use_vit or args.use_resnet18 or args.use_custom_conv or args.adv_train
-    if model_flags and ckpt["model_config"] != config:
-        raise UserError(f"--resume: {args.resume} holds {ckpt['model_config']}, but the flags ask for {config}")
-    return ckpt, ckpt["model_config"]
-
-
-class ModelEma:
-    """Exponential moving average of a model's floating-point state (weights and BatchNorm
-    statistics): ``ema = decay * ema + (1 - decay) * model`` after every optimizer step.
-    ``module`` is the averaged copy, used for validation and saved as the checkpoint's
-    ``state_dict``."""
-
-    def __init__(self, model, decay):
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, model):
-        pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())]
-        floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
-        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - self.decay)
-        for e, m in pairs:
-            if not e.dtype.is_floating_point:
-                e.copy_(m)
-
-
-def build_mix(args):
-    """MixUp and/or CutMix on whole batches (None when both are off)."""
-    mixes = []
-    if args.mixup > 0:
-        mixes.append(v2.MixUp(alpha=args.mixup, num_classes=NUM_CLASSES))
-    if args.cutmix > 0:
-        mixes.append(v2.CutMix(alpha=args.cutmix, num_classes=NUM_CLASSES))
-    return v2.RandomChoice(mixes) if mixes else None
-
+# ----------------------------------------------------------------------------------------------
+# Run folders, TensorBoard and checkpoints
+# ----------------------------------------------------------------------------------------------
 
 def open_run(args, config, ckpt, is_demo):
-    """(run folder, SummaryWriter) on rank 0, (None, None) on the other ranks."""
+    """(run folder, SummaryWriter) on rank 0, (None, None) on the other ranks: the checkpoint's
+    own run when resuming its latest checkpoint, else a new folder named after the model."""
     if args.rank != 0:
         return None, None
     run_folder = resume_folder(args.resume) if ckpt is not None else None
     if run_folder is None:
-        name = args.exp_name or (config["model_arch"].lower() + ("-customconv" if config["custom_conv"] else ""))
-        run_folder = make_run_folder(args.log_dir, name)
+        run_folder = make_run_folder(args.log_dir, args.exp_name or run_name(config))
     writer = SummaryWriter(run_folder)
     writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
     return run_folder, writer
 
 
-def clamp_warmup(args):
-    """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
-    warms up over all of it, and says so (a resumed run follows its checkpoint's schedule)."""
-    if args.warmup > args.epochs:
-        if not args.resume:
-            print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
-                  f"warming up over all {args.epochs} epoch(s)")
-        args.warmup = args.epochs
+def make_run_folder(log_root, name):
+    """Create ``log_root/<name>_<YYYYmmdd-HHMMSS>[-k]``, never reusing an existing folder."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(log_root, f"{name}_{stamp}")
+    path, k = base, 0
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            k += 1
+            path = f"{base}-{k}"
 
 
-def train(args, device, is_demo):
-    """The training loop: build everything, resume if asked, train and validate each epoch."""
-    clamp_warmup(args)
-    ckpt, config = resume_config(args)
-    torch.manual_seed(args.seed)
-    model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
-    if ckpt is not None:
-        load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
-    vit = config["family"] == "vit"
-    channels_last = device.type == "cuda" and not vit
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    ema = ModelEma(model, args.ema_decay) if args.ema_decay > 0 else None
-    if ema is not None and ckpt is not None:
-        load_model_state(ema.module, ckpt["state_dict"], args.resume)
-    net = model
-    if args.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_loader, val_loader = build_loaders(args, device)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    optimizer = build_optimizer(model, args, config["family"])
-    iters = len(train_loader)
-    scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
-    scaler = make_grad_scaler(device, autocast_dtype(device, args))
-    best_acc1, start_epoch = 0.0, args.start_epoch
-    if ckpt is not None:
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        note = load_scaler_state(scaler, ckpt.get("scaler"))
-        if note:
-            print(note)
-        best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
-        print(f"=> resumed {args.resume} at epoch {start_epoch} (best Acc@1 {best_acc1:.3f})")
-    run_folder, writer = open_run(args, config, ckpt, is_demo)
-    print(f"=> {config['model_arch']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
-          f"logs and checkpoints in {run_folder}", flush=True)
-    if args.vis and writer is not None:
-        write_images(writer, to_device(*next(iter(train_loader)), torch.device("cpu"), False)[0])
-    mix = build_mix(args)
-    for epoch in range(start_epoch, args.epochs):
-        torch.manual_seed(args.seed * 100003 + epoch)
-        train_loader.sampler.set_epoch(epoch)
-        start = time.time()
-        loss, top1_tr, top5_tr, ips, data_wait = train_one_epoch(
-            train_loader, net, criterion, optimizer, scheduler, scaler, epoch, device, args, writer,
-            channels_last, args.clip_grad if vit else 0.0, mix, ema)
-        print(data_wait_line(epoch, ips, data_wait, args.workers), flush=True)
-        if args.world_size > 1:
-            broadcast_buffers(model)
-            if ema is not None:
-                broadcast_buffers(ema.module)
-        acc1, acc5, val_loss = validate(val_loader, ema.module if ema is not None else net, criterion, device,
-                                        args, channels_last, is_demo=is_demo)
-        is_best = acc1 > best_acc1
-        best_acc1 = max(acc1, best_acc1)
-        if writer is None:
-            continue
-        log_epoch(writer, epoch + 1, {"data/top1_accuracy": acc1, "data/top5_accuracy": acc5,
-                                      "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
-                                      "data/train_loss": loss, "data/val_loss": val_loss,
-                                      "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
-                                      "perf/data_wait_fraction": data_wait, "perf/peak_memory_mb": peak_memory_mb(device)})
-        state = {"epoch": epoch + 1, "model_arch": config["model_arch"], "model_config": config,
-                 "state_dict": (ema.module if ema is not None else model).state_dict(), "best_acc1": best_acc1,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "args": vars(args)}
-        if ema is not None:
-            state["train_state_dict"] = model.state_dict()
-        save_checkpoint(state, is_best, run_folder)
-    if args.world_size > 1:
-        check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
-    if writer is not None:
-        writer.close()
-        print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+def log_epoch(writer, step, scalars):
+    """Write one epoch's scalars (step = epochs done) and flush them to disk."""
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+    writer.flush()
 
+
+def save_checkpoint(state, is_best, run_folder):
+    """Write ``models/checkpoint.pth.tar`` (and ``model_best.pth.tar`` when best) atomically:
+    each file goes to a temporary name first and is renamed over the old one. Returns the
+    checkpoint's path."""
+    folder = os.path.join(run_folder, "models")
+    os.makedirs(folder, exist_ok=True)
+    names = ["checkpoint.pth.tar"] + (["model_best.pth.tar"] if is_best else [])
+    for name in names:
+        tmp = os.path.join(folder, f".{name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, os.path.join(folder, name))
+    return os.path.join(folder, "checkpoint.pth.tar")
+
+
+# ----------------------------------------------------------------------------------------------
+# DistributedDataParallel
+# ----------------------------------------------------------------------------------------------
 
 def broadcast_buffers(module):
     """Give every DDP rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them only at
@@ -865,37 +1202,6 @@ def check_replicas_in_sync(modules):
         raise RuntimeError(f"DDP replicas diverged: {int(mismatches.item())} tensors of "
                            f"{', '.join(modules)} differ from rank 0")
     print(f"=> DDP: weights and buffers identical on all {dist.get_world_size()} ranks ({', '.join(modules)})")
-
-
-def resume_folder(checkpoint_path):
-    """The run folder to continue in: the checkpoint's own run when it is that run's latest
-    ``models/checkpoint.pth.tar``; None (a new folder) for any other file, so nothing of
-    the old run is overwritten."""
-    path = os.path.abspath(checkpoint_path)
-    if os.path.basename(path) == "checkpoint.pth.tar" and os.path.basename(os.path.dirname(path)) == "models":
-        return os.path.dirname(os.path.dirname(path))
-    return None
-
-
-def log_epoch(writer, step, scalars):
-    """Write one epoch's scalars (step = epochs done) and flush them to disk."""
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
-    writer.flush()
-
-
-def cli(argv=None):
-    """Command-line entry: one-line error message and exit status 2 on bad input."""
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except ImageReadError as e:
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]  # last line: the worker's own message
-        print(f"error: {lines[-1] if lines else e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

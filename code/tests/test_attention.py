@@ -136,6 +136,7 @@ def test_benchmark_script_writes_its_report(tmp_path):
     row = [line for line in report.splitlines() if line.startswith("| 16 |")]
     assert len(row) == 1
     cells = [c.strip() for c in row[0].strip("|").split("|")]
-    explicit_ms, fused_ms, ratio, diff = map(float, cells[4:])
+    assert cells[4] == "fp32", "the row names its precision"
+    explicit_ms, fused_ms, ratio, diff = map(float, cells[5:])
     assert ratio == pytest.approx(explicit_ms / fused_ms, rel=0.01, abs=0.01)
     assert diff < 1e-5

@@ -58,6 +58,35 @@ def test_tiny_run_writes_results_with_equal_held_memory(tmp_path):
     assert float(network["held_ratio"]) == 1.0  # the custom op keeps exactly what native keeps
     assert all(float(r[k]) > 0 for r in written for k in ("native_train_ms", "custom_train_ms", "train_ratio"))
     assert "hardware: CPU" in open(os.path.join(tmp_path, "conv_benchmark.md"), encoding="utf-8").read()
+    assert {r["precision"] for r in written} == {"fp32"}, "every row names its precision"
+
+
+def test_native_and_custom_compute_alike(tmp_path, monkeypatch):
+    """The rows are measured under TF32 flags set alike for cuDNN's convolutions (native) and
+    cuBLAS's matrix products (custom): both off by default, both on with --tf32; PyTorch's own
+    defaults (TF32 convolutions, fp32 matrix products) would compare TF32 with fp32. On a (faked)
+    CUDA device the row says so; the flags are restored afterwards."""
+    cuda = torch.device("cuda", 0)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    seen = []
+    assert bench_conv.row_precision(torch.device("cpu"), torch.float64, None) == "fp64"
+
+    def record(device, dtype, amp_dtype):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                     bench_conv.precision_name(cuda, amp_dtype)))
+        return "fp32"
+
+    monkeypatch.setattr(bench_conv, "row_precision", record)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        for flags in ([], ["--tf32"]):
+            bench_conv.main(["--nets", "simplenet", "--layers", "", "--batch-size", "1", "--img-size", "16",
+                             "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
+                             "--out-dir", str(tmp_path), *flags])
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, False)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(False, False, "fp32"), (True, True, "tf32")]
 
 
 def test_named_report_and_gpu_target_lines(tmp_path):

@@ -87,7 +87,7 @@ def test_validation_iterations_do_not_sync():
 def test_print_interval_still_reads_the_numbers(capsys):
     cpu = torch.device("cpu")
     calls = count_syncs(lambda: train_epoch(batches(6), cpu, False, 0.0, loop_args("-p", "2")))
-    assert calls.count("tolist") >= 3 and capsys.readouterr().out.count("Epoch: [0]") == 3
+    assert calls.count("tolist") >= 3 and capsys.readouterr().out.count("Epoch: [1]") == 3
 
 
 @pytest.mark.parametrize("flags, benchmark, deterministic", [
@@ -101,7 +101,7 @@ def test_cudnn_flags(demo_data, monkeypatch, flags, benchmark, deterministic):
         seen.append((torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic))
 
     monkeypatch.setattr(driver, "train", record)
-    monkeypatch.setattr(driver, "run_evaluation", record)
+    monkeypatch.setattr(driver, "evaluate", record)
     driver.main(driver.get_args_parser().parse_args([demo_data, *flags]))
     assert seen == [(benchmark, deterministic)]
 
@@ -140,6 +140,6 @@ def test_cuda_training_iterations_do_not_sync(monkeypatch, amp_dtype, use_ema, c
 def test_cuda_validation_iterations_do_not_sync():
     device = torch.device("cuda", torch.cuda.current_device())
     model = tiny_bn_net().to(device)
-    top1, _, loss = driver.validate(SyncGuarded(batches(5, pin=True)), model, nn.CrossEntropyLoss(), device,
-                                    loop_args(), False)
-    assert loss > 0 and 0 <= top1 <= 100
+    result = driver.validate(SyncGuarded(batches(5, pin=True)), model, nn.CrossEntropyLoss(), device,
+                             loop_args(), False)
+    assert result["loss"] > 0 and 0 <= result["top1"] <= 100

@@ -1,6 +1,8 @@
 """The training driver: a demo run end to end, exact resume, safe checkpoints, bad input."""
 import glob
+import math
 import os
+import re
 
 import pytest
 import torch
@@ -57,13 +59,20 @@ def test_training_writes_logs_and_checkpoints(trained_run):
     assert [s for s, _ in scalars(trained_run, "data/top1_accuracy")] == [1, 2]
 
 
-def test_evaluate_reproduces_the_best_accuracy(trained_run, demo_data, capsys):
+def test_evaluate_reproduces_the_best_accuracy_and_logs_it(trained_run, demo_data, tmp_path, capsys):
     best = torch.load(os.path.join(trained_run, "models", "model_best.pth.tar"), weights_only=True)
     driver.main(driver.get_args_parser().parse_args(
-        [demo_data, "-e", "--resume", os.path.join(trained_run, "models", "model_best.pth.tar"), "-j", "0"]))
+        [demo_data, "-e", "--resume", os.path.join(trained_run, "models", "model_best.pth.tar"), "-j", "0",
+         "--log-dir", str(tmp_path)]))
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("******Acc@1")]
     assert len(lines) == 2, "plain and flip-averaged accuracy"
     assert float(lines[0].split()[1]) == pytest.approx(best["best_acc1"], abs=1e-6)
+    run = only_run(tmp_path)
+    assert os.path.basename(run).startswith("simplenet-eval_")
+    assert scalars(run, "eval/top1_accuracy") == [(best["epoch"], pytest.approx(best["best_acc1"], abs=1e-4))]
+    for tag, line in (("eval/top1_accuracy", 0), ("eval/flip_top1_accuracy", 1), ("eval/flip_top5_accuracy", 1)):
+        column = 1 if "top1" in tag else 3
+        assert scalars(run, tag)[0][1] == pytest.approx(float(lines[line].split()[column]), abs=1e-3), tag
 
 
 def test_resume_equals_an_uninterrupted_run(demo_data, tmp_path, monkeypatch):
@@ -82,13 +91,15 @@ def test_resume_equals_an_uninterrupted_run(demo_data, tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "save_checkpoint", real_save)
     cut = only_run(tmp_path / "cut")
     assert torch.load(os.path.join(cut, "models", "checkpoint.pth.tar"), weights_only=True)["epoch"] == 1
-    driver.main(run_args(demo_data, tmp_path / "cut", "--resume",
-                         os.path.join(cut, "models", "checkpoint.pth.tar")))
+    # --resume alone: the run's flags (-b 16, --epochs 2, --lr 0.05, ...) come from the checkpoint
+    driver.main(driver.get_args_parser().parse_args([demo_data, "--resume",
+                                                     os.path.join(cut, "models", "checkpoint.pth.tar")]))
     assert only_run(tmp_path / "cut") == cut, "resume continues in the checkpoint's run folder"
 
     a = torch.load(os.path.join(full, "models", "checkpoint.pth.tar"), weights_only=True)
     b = torch.load(os.path.join(cut, "models", "checkpoint.pth.tar"), weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
+    assert (b["args"]["batch_size"], b["args"]["epochs"], b["args"]["workers"]) == (16, 2, 0)
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert a["best_acc1"] == b["best_acc1"]
@@ -181,8 +192,19 @@ def test_bad_inputs_give_one_line_errors(demo_data, trained_run, tmp_path, capsy
     ckpt = os.path.join(trained_run, "models", "checkpoint.pth.tar")
     expect_user_error([demo_data, "--use-vit", "--resume", ckpt, "--log-dir", str(tmp_path)], capsys,
                       "flags ask for")
+    err = expect_user_error([demo_data, "--resume", ckpt, "-b", "32", "--lr", "0.05"], capsys, "-b")
+    assert "--batch-size 32 (the run's: 16)" in err and "--lr" not in err, "only what differs is named"
+    expect_user_error([demo_data, "--resume", ckpt, "--epochs", "1"], capsys, "already trained 2 epochs")
+    expect_user_error([demo_data, "--resume", ckpt, "--start-epoch", "1"], capsys, "--start-epoch")
     expect_user_error([demo_data, "--use-vit", "--use-resnet18"], capsys, "conflicting")
-    expect_user_error([demo_data, "--epochs", "0"], capsys, "--epochs")
+    for flags, needle in ((["--epochs", "0"], "--epochs must be >= 1, got 0"), (["--lr", "-1"], "--lr must be > 0"),
+                          (["--lr", "0"], "--lr must be > 0"), (["--lr", "nan"], "--lr must be > 0, got nan"),
+                          (["--wd", "-0.1"], "--wd must be >= 0"), (["-j", "-1"], "--workers must be >= 0"),
+                          (["--momentum", "1"], "--momentum must be >= 0 and < 1"),
+                          (["-p", "0"], "--print-freq"), (["--adv-eps", "0"], "--adv-eps must be > 0"),
+                          (["--attack-steps", "0"], "--attack-steps"), (["--seed", "-3"], "--seed"),
+                          (["--start-epoch", "5", "--epochs", "5"], "--start-epoch 5")):
+        expect_user_error([demo_data, *flags], capsys, needle)
 
 
 def test_one_epoch_quick_check_clamps_the_warmup(demo_data, tmp_path, capsys):
@@ -273,9 +295,11 @@ def rank_errors(res):
     return "\n".join(ln for ln in res.stderr.splitlines() if "Error" in ln)[-3000:]
 
 
-def test_torchrun_ddp_two_cpu_processes(demo_data, tmp_path):
+def test_torchrun_ddp_two_cpu_processes_with_adversarial_training(demo_data, tmp_path):
+    """The same run as gpu_check.sh's torchrun step (there 2 GPUs with NCCL): 2 gloo processes,
+    adversarial training (PGD inside forward, toggling requires_grad) on the tiny demo set."""
     res = torchrun("main.py", demo_data, "--arch", "simplenet", "--epochs", "1", "--warmup", "0", "-b", "16",
-                   "-j", "0", "--log-dir", str(tmp_path))
+                   "-j", "0", "--adv-train", "0.5", "--adv-steps", "1", "--log-dir", str(tmp_path))
     assert res.returncode == 0, rank_errors(res)
     assert "weights and buffers identical on all 2 ranks (model)" in res.stdout
     run = only_run(tmp_path)
@@ -315,7 +339,8 @@ def test_ema_checkpoint_holds_the_evaluated_weights_and_resumes(demo_data, tmp_p
     assert not torch.equal(raw["fc.weight"], ema["fc.weight"]), "the average differs from the last step"
     capsys.readouterr()
     driver.main(driver.get_args_parser().parse_args(
-        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
+        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0",
+         "--log-dir", str(tmp_path / "eval")]))
     plain = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("******")][0]
     assert float(plain.split()[1]) == pytest.approx(
         scalars(run, "data/top1_accuracy")[-1][1], abs=1e-4), "-e evaluates the EMA weights"
@@ -346,9 +371,14 @@ def test_resnet18_offline_message_and_local_weights(demo_data, tmp_path, capsys,
     assert ckpt["model_config"]["family"] == "resnet18"
     lrs = sorted({g["initial_lr"] for g in ckpt["optimizer"]["param_groups"]})
     assert len(lrs) == 2 and lrs[0] == pytest.approx(0.1 * lrs[1]), "backbone learns 10x slower"
+    head, backbone = scalars(run, "data/learning_rate"), scalars(run, "data/backbone_learning_rate")
+    assert [s for s, _ in head] == [s for s, _ in backbone] and head[-1][1] > 0
+    for (_, h), (_, b) in zip(head, backbone):
+        assert b == pytest.approx(0.1 * h, abs=1e-8), "both learning rates logged, the head's as data/learning_rate"
     capsys.readouterr()
     driver.main(driver.get_args_parser().parse_args(
-        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
+        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0",
+         "--log-dir", str(tmp_path / "eval")]))
     assert "******Acc@1" in capsys.readouterr().out
 
 
@@ -373,7 +403,8 @@ def test_vits_train_with_adamw_and_evaluate(demo_data, tmp_path, arch, capsys, m
     assert decays == [0.0, 0.05] and "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))
     capsys.readouterr()
     driver.main(driver.get_args_parser().parse_args(
-        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0"]))
+        [demo_data, "-e", "--resume", os.path.join(run, "models", "checkpoint.pth.tar"), "-j", "0",
+         "--log-dir", str(tmp_path / "eval")]))
     assert "******Acc@1" in capsys.readouterr().out
 
 
@@ -390,9 +421,24 @@ def test_adversarial_training_then_attack_with_images(demo_data, tmp_path, capsy
          "--attack-eps", "0.5", "--log-dir", str(tmp_path / "attack")]))
     out = capsys.readouterr().out
     assert "adversarially trained" in out and out.strip().splitlines()[-1].startswith("******Acc@1")
-    acc = EventAccumulator(only_run(tmp_path / "attack"), size_guidance={"images": 0})
+    assert "=> PGD attack: epsilon 0.5, 2 steps of size 0.05 (normalized units)" in out
+    clean = [ln for ln in out.splitlines() if ln.startswith("=> clean:")]
+    adv = [ln for ln in out.splitlines() if ln.startswith("=> adversarial:")]
+    assert len(clean) == len(adv) == 1 and out.count("******Acc@1") == 1
+    assert adv[0].split()[-4:] == out.strip().splitlines()[-1].replace("******", "").split()
+    run = only_run(tmp_path / "attack")
+    assert os.path.basename(run).startswith("simplenet-attack_")
+    acc = EventAccumulator(run, size_guidance={"images": 0})
     acc.Reload()
     assert set(acc.Tags()["images"]) == {"Image/Org_Image", "Image/Adv_Image", "Image/Diff_Image"}
+    logged = {tag: acc.Scalars(tag)[0].value for tag in acc.Tags()["scalars"]}
+    assert logged["attack/epsilon"] == pytest.approx(0.5) and logged["attack/num_steps"] == 2
+    assert logged["attack/step_size"] == pytest.approx(0.05)
+    assert logged["attack/clean_top1_accuracy"] == pytest.approx(float(clean[0].split()[3]), abs=1e-3)
+    assert logged["attack/adversarial_top1_accuracy"] == pytest.approx(float(adv[0].split()[3]), abs=1e-3)
+    assert logged["attack/clean_top5_accuracy"] == pytest.approx(float(clean[0].split()[5]), abs=1e-3)
+    assert logged["attack/adversarial_top5_accuracy"] == pytest.approx(float(adv[0].split()[5]), abs=1e-3)
+    assert logged["attack/adversarial_top1_accuracy"] <= logged["attack/clean_top1_accuracy"]
 
 
 def test_attack_strength_flags_reach_the_attack():
@@ -409,4 +455,134 @@ def test_adversarial_training_is_for_cnns(demo_data, tmp_path, capsys):
     expect_user_error([demo_data, "--use-vit", "--adv-train", "0.5", "--log-dir", str(tmp_path)], capsys,
                       "--adv-train")
     expect_user_error([demo_data, "--arch", "simplenet", "--adv-train", "1.5", "-j", "0",
-                       "--log-dir", str(tmp_path)], capsys, "adv_ratio")
+                       "--log-dir", str(tmp_path)], capsys, "--adv-train must be >= 0 and <= 1, got 1.5")
+
+
+def copy_run(run, tmp_path):
+    """A copy of a run folder (resuming it writes into the copy, not the module's fixture)."""
+    import shutil
+
+    copy = tmp_path / os.path.basename(run)
+    shutil.copytree(run, copy)
+    return str(copy), os.path.join(str(copy), "models", "checkpoint.pth.tar")
+
+
+def test_resume_with_more_epochs_replans_the_cosine(trained_run, demo_data, tmp_path, capsys):
+    """The 2-epoch run (4 iterations an epoch, 1 warmup epoch, lr 0.05) resumed to 4 epochs: the
+    cosine is re-planned over 4 epochs, not left at its end (eta_min), and the line says so."""
+    run, ckpt = copy_run(trained_run, tmp_path)
+    capsys.readouterr()
+    driver.main(driver.get_args_parser().parse_args([demo_data, "--resume", ckpt, "--epochs", "4", "-p", "1"]))
+    out = capsys.readouterr().out.splitlines()
+    assert [ln for ln in out if ln.startswith("=> resuming with flags")] == [
+        "=> resuming with flags that differ from the checkpoint's: --epochs 4 (the run's: 2); "
+        "--print-freq 1 (the run's: 2)"]
+
+    def planned(step, warmup=4, total=16, peak=0.05, eta_min=1e-8):
+        return eta_min + 0.5 * (peak - eta_min) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+    line = [ln for ln in out if ln.startswith("=> resumed")]
+    assert len(line) == 1 and line[0].endswith(
+        f"epochs 3 to 4 start at lr {planned(8):.6g}, the warmup + cosine schedule re-planned from 2 to 4 epochs")
+    lrs = dict(scalars(run, "data/learning_rate"))
+    for step in range(9, 17):
+        assert lrs[step] == pytest.approx(planned(step), rel=1e-6), step
+    assert lrs[9] > 0.03 and torch.load(ckpt, weights_only=True)["epoch"] == 4
+    # gpu_check.sh's resume check, on this run's output, and on a run resumed at eta_min (the old bug)
+    from check_resume_log import check
+
+    text = "\n".join(out)
+    assert check(text, torch.load(ckpt, weights_only=True), 2, 4) == (
+        f"continued after epoch 2 at epoch 3 (of 4) at lr {planned(8):.6g} as re-planned; checkpoint at epoch 4", True)
+    stuck = re.sub(r"LR [0-9.]+", "LR 0.00000", text)
+    assert check(stuck, torch.load(ckpt, weights_only=True), 2, 4)[1] is False
+
+
+def test_resume_alone_of_a_finished_run_changes_nothing(trained_run, demo_data, tmp_path, capsys):
+    run, ckpt = copy_run(trained_run, tmp_path)
+    before = {f: open(os.path.join(run, "models", f), "rb").read() for f in os.listdir(os.path.join(run, "models"))}
+    files = sorted(os.listdir(run))
+    capsys.readouterr()
+    driver.main(driver.get_args_parser().parse_args([demo_data, "--resume", ckpt, "--log-dir", str(tmp_path)]))
+    assert f"=> {ckpt} finished its 2 epochs: nothing to train" in capsys.readouterr().out
+    after = {f: open(os.path.join(run, "models", f), "rb").read() for f in os.listdir(os.path.join(run, "models"))}
+    assert after == before and sorted(os.listdir(run)) == files
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(run)], "no new run folder"
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_the_resume_command(demo_data, tmp_path, capsys, monkeypatch):
+    real = driver.train_one_epoch
+    calls = []
+
+    def second_epoch_interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(driver, "train_one_epoch", second_epoch_interrupted)
+    argv = [demo_data, "--arch", "simplenet", "--epochs", "2", "--warmup", "1", "-b", "16", "-j", "0",
+            "--log-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as info:
+        driver.cli(argv)
+    assert info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    ckpt = os.path.join(only_run(tmp_path), "models", "checkpoint.pth.tar")
+    assert err == (f"=> interrupted; the last checkpoint saved is {ckpt}; resume with: "
+                   f"python main.py {demo_data} --resume {ckpt}")
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+
+
+def test_help_shows_defaults_and_workers_follow_the_usable_cores(monkeypatch):
+    text = driver.get_args_parser().format_help()
+    assert "total epochs to run (default: 90)" in " ".join(text.split())
+    monkeypatch.setattr(driver.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert driver.get_args_parser().parse_args(["x"]).workers == 2
+    monkeypatch.setattr(driver.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert driver.get_args_parser().parse_args(["x"]).workers == 4
+
+
+def test_model_names_say_which_student_code_model():
+    config = {"model_arch": driver.default_cnn_model.__name__, "custom_conv": True}
+    assert driver.run_name(config) == "cnn-customconv"
+    assert driver.model_line(config) == (f"cnn-customconv (student_code.default_cnn_model, "
+                                         f"{driver.default_cnn_model.__name__})")
+    old = {"model_arch": "SceneResNet", "family": "cnn", "custom_conv": False, "num_classes": 4, "adv_training": None}
+    assert driver.run_name(old) == "cnn" and isinstance(driver.build_model(old), driver.default_cnn_model)
+    assert driver.run_name({"model_arch": "SimpleNet", "custom_conv": False}) == "simplenet"
+
+
+def test_peak_memory_is_per_epoch():
+    cpu = torch.device("cpu")
+    driver.reset_peak_memory(cpu)
+    big = torch.ones(64 * 2 ** 20, dtype=torch.uint8)  # 64 MiB, touched
+    with_big = driver.peak_memory_mb(cpu)
+    del big
+    driver.reset_peak_memory(cpu)
+    assert driver.peak_memory_mb(cpu) < with_big - 32
+
+
+def test_validation_loss_has_no_label_smoothing(demo_data, tmp_path):
+    driver.main(run_args(demo_data, tmp_path, "--epochs", "1", "--warmup", "0", "--label-smoothing", "0.5"))
+    run = only_run(tmp_path)
+    ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
+    model = driver.build_model(ckpt["model_config"])
+    model.load_state_dict(ckpt["state_dict"])
+    args = run_args(demo_data, tmp_path)
+    args.rank, args.world_size = 0, 1
+    _, val_loader = driver.build_loaders(args, torch.device("cpu"), need_train=False)
+    plain = driver.validate(val_loader, model, torch.nn.CrossEntropyLoss(), torch.device("cpu"), args, False)
+    assert scalars(run, "data/val_loss")[0][1] == pytest.approx(plain["loss"], rel=1e-4)
+
+
+def test_an_old_torch_gets_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys, torch; torch.__version__ = '2.0.1'; sys.argv = ['main.py', '--help']; "
+            "runpy.run_path('main.py', run_name='__main__')")
+    res = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(driver.__file__), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "error: main.py needs torch >= 2.4 (this is torch 2.0.1); see requirements.txt"]
