@@ -1,7 +1,7 @@
 """Run the hand-in's checks on every PyTorch from 2.0 to the pin, one virtual environment each.
 
     python compat_check.py                                  # every version, table to ../results/compat.md
-    python compat_check.py --versions 2.0.1 --code-dir ../../other-checkout/code --out /tmp/compat.md
+    python compat_check.py --versions 2.0.1 --code-dir ../../other-checkout/code --out compat-other.md
 
 Not part of CI: the first run downloads several GB (PyPI's torch wheels pull their CUDA
 packages). Each version gets the venv ``<venv-root>/torch-<version>``, made with this Python
@@ -19,21 +19,25 @@ arguments.
 import argparse
 import datetime
 import os
-import platform
+import re
 import subprocess
 import sys
+
+from benchmarking import cpu_model
 
 SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(SCRIPT_DIR)
 SMOKE = os.path.join(SCRIPT_DIR, "compat_smoke.py")
 PIN_PACKAGES = ("torch", "torchvision", "numpy", "opencv-python-headless", "pytest")
-OLD_TORCH = {  # torch 2.0 predates numpy 2, and opencv >= 4.11 needs numpy 2
+OLD_TORCH = {  # torch 2.0 predates numpy 2 (and opencv >= 4.11 needs it); 2.4 takes pip's newest numpy
     "2.0.1": ["torch==2.0.1", "torchvision==0.15.2", "numpy<2", "opencv-python-headless<4.11", "pytest"],
     "2.4.1": ["torch==2.4.1", "torchvision==0.19.1", "opencv-python-headless", "pytest"],
 }
 VERSIONS_SCRIPT = ("import sys, numpy, torch, torchvision; "
                    "print(torch.__version__, torchvision.__version__, numpy.__version__, sys.version.split()[0])")
 CHECKS = ("test_conv.py", "starter interface", "smoke training")
+# A folder path from the root, as in a traceback's file name: a table cell keeps only what follows it
+ABSOLUTE_FOLDER = re.compile(r"(?<![\w.~/:-])/(?:[\w.+-]+/)+")
 CHECK_TIMEOUT_S = 1200
 INSTALL_TIMEOUT_S = 3600
 
@@ -68,10 +72,15 @@ def run(argv, cwd=None, timeout=CHECK_TIMEOUT_S):
 
 
 def last_line(output):
-    """The line that says why a run failed: pytest's last FAILED/ERROR line, else the last line."""
+    """The line that says why a run failed: the last line, or for pytest its last FAILED test
+    (else its last ERROR) with the last exception line ("E ...") of the report, which is that test's."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return (failed or lines or ["(no output)"])[-1]
+    failed = [line for line in lines if line.startswith("FAILED ")] or [
+        line for line in lines if line.startswith("ERROR ")]
+    if not failed:
+        return lines[-1] if lines else "(no output)"
+    exceptions = [line[1:].strip() for line in lines if line.startswith("E ")]
+    return f"{failed[-1]} - {exceptions[-1]}" if exceptions and " - " not in failed[-1] else failed[-1]
 
 
 def venv_python(venv):
@@ -124,7 +133,7 @@ def check_version(torch_version, requirements, venv_root, code_dir, base_python)
 
 
 def code_version(code_dir):
-    """'<branch> at <commit>' of the git checkout holding code_dir, '+ uncommitted changes' if dirty."""
+    """'branch B at commit C' of the git checkout holding code_dir, '+ uncommitted changes' if dirty."""
     def git(*args):
         status, output = run(["git", "-C", code_dir, *args], timeout=60)
         return output.strip() if status == 0 else None
@@ -136,19 +145,10 @@ def code_version(code_dir):
     return f"branch {git('rev-parse', '--abbrev-ref', 'HEAD')} at commit {commit}{dirty}"
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return f"{names[0]}, {len(names)} cores" if names else platform.processor()
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
 def cell(text):
-    """Text fit for one Markdown table cell."""
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 200 else text[:197] + "..."
+    """Text fit for one Markdown table cell, without absolute paths (".../file" stays)."""
+    text = ABSOLUTE_FOLDER.sub(".../", text).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def table(rows, code, hardware, date):
@@ -213,7 +213,8 @@ def main(argv=None):
         rows.append(check_version(version, requirements[version], args.venv_root, args.code_dir, args.python))
         for name, failure in rows[-1]["results"].items():
             print(f"  {name}: {'pass' if failure is None else 'FAIL: ' + failure}", flush=True)
-    report = table(rows, code_version(args.code_dir), cpu_name(), datetime.date.today().isoformat())
+    hardware = f"{cpu_model()}, {os.cpu_count()} cores"
+    report = table(rows, code_version(args.code_dir), hardware, datetime.date.today().isoformat())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(report)

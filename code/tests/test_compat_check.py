@@ -64,12 +64,18 @@ def test_check_commands_run_the_three_checks_with_the_venvs_python():
 
 
 def test_last_line_names_the_failure():
-    pytest_output = ("..F\nFAILED tests/t.py::test_a - TypeError: bad\nFAILED tests/t.py::test_b - KeyError: 'x'\n"
-                     "2 failed, 1 passed in 0.5s\n")
-    assert compat_check.last_line(pytest_output) == "FAILED tests/t.py::test_b - KeyError: 'x'"
     assert compat_check.last_line(f"Traceback (most recent call last):\n  File 'x'\n{TORCH_2_0_ERROR}\n\n") == \
         TORCH_2_0_ERROR
     assert compat_check.last_line("") == "(no output)"
+    pytest_output = ("..FE\n==== ERRORS ====\n>   import x\nE   ImportError: no x\n==== FAILURES ====\n"
+                     ">   assert f()\nE   TypeError: bad\n  more\n"
+                     "==== short test summary info ====\nFAILED tests/t.py::test_a\nERROR tests/t.py::test_b\n"
+                     "1 failed, 2 passed, 1 error in 0.5s\n")
+    assert compat_check.last_line(pytest_output) == "FAILED tests/t.py::test_a - TypeError: bad"
+    errors_only = pytest_output.split("==== FAILURES")[0] + "ERROR tests/t.py::test_b\n1 error in 0.1s\n"
+    assert compat_check.last_line(errors_only) == "ERROR tests/t.py::test_b - ImportError: no x"
+    with_reason = "E   KeyError\nFAILED tests/t.py::test_a - KeyError: 'x'\n1 failed in 0.1s\n"
+    assert compat_check.last_line(with_reason) == "FAILED tests/t.py::test_a - KeyError: 'x'"
 
 
 def test_a_failing_check_is_a_fail_row_with_its_last_line_and_exit_status_1(tmp_path, monkeypatch):
@@ -115,11 +121,13 @@ def test_a_broken_venv_fails_every_check_of_its_row(word, step, error, tmp_path,
     assert not any("test_conv.py" in argv for argv in runner.calls)
 
 
-def test_a_pipe_in_a_failure_cannot_break_the_table():
+def test_a_failure_cannot_break_the_table_or_leak_an_absolute_path():
+    failure = "FileNotFoundError: '/t/pytest-of-me/demo_data0/train.txt' | a/b.py | /h/me/x"
     row = {"torch": "2.0.1", "torchvision": "0.15.2", "numpy": "1.26.4", "python": "3.11.7",
-           "results": {"test_conv.py": "a | b", "starter interface": None, "smoke training": None}}
+           "results": {"test_conv.py": failure, "starter interface": None, "smoke training": None}}
     line = compat_check.table([row], "code", "cpu", "today").splitlines()[-1]
-    assert line.count(" | ") == 4 + len(compat_check.CHECKS) and "a \\| b" in line
+    assert line.count(" | ") == 4 + len(compat_check.CHECKS)
+    assert line.endswith("| test_conv.py: FileNotFoundError: '.../train.txt' \\| a/b.py \\| .../x |")
 
 
 @pytest.mark.parametrize("args, message", [
