@@ -207,6 +207,7 @@ def parse_args(argv, versions):
 def main(argv=None):
     requirements = all_requirements()
     args = parse_args(argv, requirements)
+    code = code_version(args.code_dir)  # before the checks, which may take a while
     rows = []
     for version in args.versions:
         print(f"torch {version}: venv {os.path.join(args.venv_root, 'torch-' + version)}", flush=True)
@@ -214,7 +215,7 @@ def main(argv=None):
         for name, failure in rows[-1]["results"].items():
             print(f"  {name}: {'pass' if failure is None else 'FAIL: ' + failure}", flush=True)
     hardware = f"{cpu_model()}, {os.cpu_count()} cores"
-    report = table(rows, code_version(args.code_dir), hardware, datetime.date.today().isoformat())
+    report = table(rows, code, hardware, datetime.date.today().isoformat())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(report)

@@ -80,7 +80,8 @@ def test_last_line_names_the_failure():
 
 def test_a_failing_check_is_a_fail_row_with_its_last_line_and_exit_status_1(tmp_path, monkeypatch):
     traceback = f"Traceback (most recent call last):\n  File 'student_code.py', line 180\n{TORCH_2_0_ERROR}\n"
-    monkeypatch.setattr(compat_check, "run", FakeRunner({("2.0.1", "test_conv.py"): traceback}))
+    runner = FakeRunner({("2.0.1", "test_conv.py"): traceback})
+    monkeypatch.setattr(compat_check, "run", runner)
     out = tmp_path / "compat.md"
     status = compat_check.main(["--venv-root", str(tmp_path / "venvs"), "--out", str(out),
                                 "--versions", "2.0.1", "2.4.1"])
@@ -91,6 +92,9 @@ def test_a_failing_check_is_a_fail_row_with_its_last_line_and_exit_status_1(tmp_
     assert rows["2.4.1"][4:] == ["pass", "pass", "pass", ""]
     report = out.read_text()
     assert "branch compat at commit abc1234." in report and "CPU only" in report
+    first = {argv[0]: i for i, argv in reversed(list(enumerate(runner.calls)))}
+    assert first["git"] < min(i for i, argv in enumerate(runner.calls) if "test_conv.py" in argv), \
+        "the table names the code as it was when the checks began"
 
 
 def test_all_checks_passing_is_exit_status_0_and_an_existing_venv_is_reused(tmp_path, monkeypatch):
