@@ -61,15 +61,33 @@ def _check_conv_args(input_feats, weight, bias, stride, padding):
                          f"(input {tuple(input_feats.shape[2:])}, padding {padding})")
 
 
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one autocast query for every device type
+    def _autocast_dtype(device_type):
+        """The autocast dtype in force for ``device_type``, or None when autocast is off there."""
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+else:  # torch 2.0-2.3: one query per device type, CUDA and CPU only
+    def _autocast_dtype(device_type):
+        """The autocast dtype in force for ``device_type``, or None when autocast is off there."""
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+if hasattr(torch.amp, "custom_fwd"):  # torch >= 2.4 (torch.cuda.amp's versions are deprecated there)
+    _custom_fwd = torch.amp.custom_fwd(device_type="cuda")
+    _custom_bwd = torch.amp.custom_bwd(device_type="cuda")
+else:
+    _custom_fwd, _custom_bwd = torch.cuda.amp.custom_fwd, torch.cuda.amp.custom_bwd
+
+
 def _autocast_args(input_feats, weight, bias):
     """Cast input, weight and bias to the autocast dtype when autocast is on for their device
     (float64 tensors are left alone, as autocast does), so the GEMMs run in that dtype."""
-    device_type = input_feats.device.type
-    if not torch.is_autocast_enabled(device_type):
+    dtype = _autocast_dtype(input_feats.device.type)
+    if dtype is None:
         return input_feats, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = [t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (input_feats, weight, bias)]
-    return tuple(cast)
+    return tuple(t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (input_feats, weight, bias))
 
 
 # How a pass splits its column matrix into chunks of whole samples, each kept between the
@@ -177,7 +195,7 @@ class CustomConv2DFunction(Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
+    @_custom_fwd
     def forward(ctx, input_feats, weight, bias, stride=1, padding=0):
         input_feats, weight, bias = _autocast_args(input_feats, weight, bias)
         _check_conv_args(input_feats, weight, bias, stride, padding)
@@ -203,7 +221,7 @@ class CustomConv2DFunction(Function):
         return output
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @_custom_bwd
     def backward(ctx, grad_output):
         input_feats, weight = ctx.saved_tensors
         (n, h, w, in_channels), out_channels, kernel_size, stride, padding = ctx.geometry
