@@ -263,61 +263,48 @@ class CustomConv2DFunction(Function):
 custom_conv2d = CustomConv2DFunction.apply
 
 
-def _as_int(name, value):
-    """``value`` as one int: an int, or a pair of equal ints (nn.Conv2d style); ValueError otherwise."""
-    pair = _pair(value)
-    if len(pair) != 2 or pair[0] != pair[1] or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of equal ints, got {value!r}")
-    return pair[0]
-
-
 class CustomConv2d(nn.Module):
-    """Drop-in for nn.Conv2d (square kernels, equal strides and paddings, dilation 1, groups 1)
-    that runs :class:`CustomConv2DFunction`.
+    """The course's wrapper of :func:`custom_conv2d`, with the interface of nn.Conv2d.
 
     Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo), channels_last.
-    ``kernel_size``, ``stride`` and ``padding`` are ints or pairs of equal ints.
-    Raises ValueError for what the function cannot compute (non-square kernel, dilation, groups).
+    ``kernel_size``, ``stride`` and ``padding`` are ints (a kernel size may be a square pair).
+    ``dilation`` and ``groups`` are stored for compatibility; the convolution computes only
+    dilation 1 and groups 1. What it cannot compute raises a ValueError at ``forward``: from the
+    function for kernels, strides and paddings, from ``forward`` for dilation and groups.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True):
         super().__init__()
-        kernel_size = _as_int("kernel_size", kernel_size)
-        stride = _as_int("stride", stride)
-        padding = _as_int("padding", padding)
-        if _as_int("dilation", dilation) != 1:
-            raise ValueError(f"only dilation 1 is supported, got {dilation!r}")
-        if groups != 1:
-            raise ValueError(f"only groups 1 is supported, got {groups!r}")
-        if min(in_channels, out_channels, kernel_size, stride) < 1 or padding < 0:
-            raise ValueError(f"need channels, kernel_size, stride >= 1 and padding >= 0, got in_channels="
-                             f"{in_channels}, out_channels={out_channels}, kernel_size={kernel_size}, "
-                             f"stride={stride}, padding={padding}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *_pair(kernel_size)))
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self):
         """Kaiming-uniform init, as nn.Conv2d."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size * self.kernel_size
-            bound = 1 / math.sqrt(fan_in)
+            bound = 1 / math.sqrt(self.weight[0].numel())  # 1 / sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
         """(N, in_channels, H, W) -> (N, out_channels, Ho, Wo)."""
+        if _pair(self.dilation) != (1, 1) or self.groups != 1:
+            raise ValueError(f"custom_conv2d computes dilation 1 and groups 1 only, got dilation={self.dilation}, "
+                             f"groups={self.groups}")
         return custom_conv2d(input, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, " \
+            f"padding={self.padding}"
+        return s if self.bias is not None else s + ", bias=False"
 
 
 ################################################################################
@@ -328,27 +315,18 @@ class CustomConv2d(nn.Module):
 class AdversarialTrainingMixin:
     """Adversarial training inside ``forward`` for an nn.Module classifier (off by default).
 
-    Adopt it with one line in the class statement, ``class Net(AdversarialTrainingMixin,
-    nn.Module)``, and one call at the top of ``forward``: ``x = self.adversarial_mix(x)``.
-    Once ``enable_adversarial_training`` was called, every training-mode forward replaces the
-    first ``round(adv_ratio * B)`` (halves rounded up) samples of the batch (the loader shuffles, so they are a random
-    subset) by PGD samples built against the current weights; labels stay aligned.
+    Adopted as ``class Net(AdversarialTrainingMixin, nn.Module)`` with ``x = self.adversarial_mix(x)``
+    at the top of ``forward``. Once ``enable_adversarial_training`` was called, every training-mode
+    forward replaces the first ``round(adv_ratio * B)`` samples of the batch (a random subset: the
+    loader shuffles) by PGD samples towards their least-confident label, made against the current
+    weights (:class:`PGDAttack`; ``forward`` has no labels, and these are the "iterative
+    least-likely class" samples that Kurakin et al., ICLR 2017, trained on); labels stay aligned.
 
-    ``forward`` has no labels, so the attack is the course's PGD towards the least-confident
-    label (:class:`PGDAttack`), the "iterative least-likely class" samples that Kurakin et al.
-    (ICLR 2017) trained on: it needs no label, it does not leak the true label into the sample,
-    and it is the attack that ``main.py -a`` evaluates. Pushing away from the model's own clean
-    prediction instead would, on every misclassified sample, push away from a wrong label (often
-    towards the true one) and so make the sample easier rather than harder.
-
-    Safety: :meth:`PGDAttack.perturb` runs the model in eval mode, and ``adversarial_mix`` passes
-    eval-mode inputs through, so the attack's forwards never recurse into the attack, never update
-    BatchNorm running statistics and never draw dropout masks; the training forward that follows
-    sees the mixed batch once. The samples are detached, so the weights get no gradient through
-    the attack, and the attack leaves no ``.grad`` on the parameters.
-
-    Cost: each training step adds about ``adv_ratio * num_steps`` forward+backward passes
-    (backward to the input only) of the model on the whole batch; hence the few default steps.
+    The attack runs the model in eval mode, where ``adversarial_mix`` passes inputs through: its
+    forwards never recurse, update no BatchNorm statistics and draw no dropout masks. It runs in
+    float32 with autocast off, so that it is as strong under fp16 autocast as in float32. The
+    samples are detached and the attack leaves no ``.grad`` on the parameters. Cost: about
+    ``adv_ratio * num_steps`` extra forward+backward passes per training step.
     """
 
     adv_attack = None
@@ -356,18 +334,10 @@ class AdversarialTrainingMixin:
 
     def enable_adversarial_training(self, adv_ratio=0.5, num_steps=3, epsilon=0.1, step_size=None,
                                     random_start=False):
-        """Train on PGD samples from now on.
-
-        Args:
-            adv_ratio: fraction in (0, 1] of every training batch replaced by PGD samples.
-            num_steps: PGD steps per sample (int >= 1).
-            epsilon: L-inf radius in normalized input units (0.1 is about 6 of 255 levels).
-            step_size: per-step change; None picks 2.5 * epsilon / num_steps so that the steps
-                can reach the border of the ball (Madry et al., ICLR 2018).
-            random_start: start each attack from a random point of the ball.
-        Raises:
-            ValueError: ``adv_ratio`` outside (0, 1] or ``num_steps`` < 1 (and PGDAttack's checks).
-        """
+        """Train on PGD samples from now on: ``adv_ratio`` in (0, 1] of every training batch,
+        ``num_steps`` >= 1 steps of ``step_size`` (None: 2.5 * epsilon / num_steps, so that the
+        steps can reach the border of the ball, Madry et al., ICLR 2018) within ``epsilon``
+        (normalized units; 0.1 is about 6 of 255 levels). Raises ValueError for other values."""
         if not 0.0 < adv_ratio <= 1.0:
             raise ValueError(f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
@@ -378,23 +348,9 @@ class AdversarialTrainingMixin:
                                     epsilon=epsilon, random_start=random_start)
         self.adv_ratio = float(adv_ratio)
 
-    def disable_adversarial_training(self):
-        """Back to clean training."""
-        self.adv_attack = None
-        self.adv_ratio = 0.0
-
-    def adversarial_training_config(self):
-        """The keyword arguments of ``enable_adversarial_training`` in force, or None when off
-        (plain Python values, for checkpoints)."""
-        if self.adv_attack is None:
-            return None
-        return {"adv_ratio": self.adv_ratio, "num_steps": self.adv_attack.num_steps,
-                "epsilon": self.adv_attack.epsilon, "step_size": self.adv_attack.step_size,
-                "random_start": self.adv_attack.random_start}
-
     def adversarial_mix(self, x):
         """(B, C, H, W) normalized batch -> the same batch with its first ``round(adv_ratio * B)``
-        samples replaced by PGD samples in training mode; ``x`` itself otherwise."""
+        (halves rounded up) samples replaced by PGD samples in training mode; ``x`` itself otherwise."""
         if not self.training or self.adv_attack is None:
             return x
         num_adv = math.floor(self.adv_ratio * x.shape[0] + 0.5)
@@ -405,7 +361,8 @@ class AdversarialTrainingMixin:
 
 
 class SimpleNet(AdversarialTrainingMixin, nn.Module):
-    """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear.
+    """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear; PyTorch's
+    default initialization, as the course's. Our one change: the adversarial-training hook in ``forward``.
 
     Input (B, 3, H, W) normalized images; output (B, num_classes) logits.
     ``conv_op`` builds every convolution (nn.Conv2d or CustomConv2d).
@@ -435,11 +392,6 @@ class SimpleNet(AdversarialTrainingMixin, nn.Module):
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, CustomConv2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
 
     def forward(self, x):
         x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
@@ -999,10 +951,6 @@ class PGDAttack:
         random_start: start from a uniform random point of the ball instead of the input itself
             (off by default, as in the course's starter).
         mean, std: per-channel statistics that the inputs were normalized with.
-
-    The input's range is checked on the CPU before the attack. On CUDA the check runs on the
-    device and its verdict comes back without the host waiting for it: a batch outside the
-    range raises the ValueError at a later call to ``perturb``, the first after the GPU got there.
     """
 
     def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, random_start=False,
@@ -1024,33 +972,16 @@ class PGDAttack:
         self.random_start = random_start
         self.mean = tuple(mean)
         self.std = tuple(std)
-        self.low = torch.tensor([(0.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
-        self.high = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
-        self._init_device_state()
-
-    def _init_device_state(self):
-        """Per-run state, neither copied nor pickled: the valid-range bounds per (device, dtype)
-        and the CUDA range checks in flight, each (pinned host verdict, CUDA event)."""
-        self._bounds = {}
-        self._pending_checks = []
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_bounds"], state["_pending_checks"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_device_state()
 
     def perturb(self, model, input):
         """Adversarial version of ``input`` for ``model``.
 
         Args:
-            model: nn.Module mapping (B, C, H, W) to logits (B, K). It runs in eval mode and
-                with ``requires_grad`` off on its parameters while attacked (so that no weight
-                gradient is computed, not even by a custom autograd Function), and gets both back
-                afterwards, also on an exception; the ``.grad`` of its parameters are left as they were.
+            model: nn.Module mapping (B, C, H, W) to logits (B, K). While attacked it runs in eval
+                mode, with autocast off and ``requires_grad`` off on its parameters (so that no
+                weight gradient is computed, not even by a custom autograd Function); it gets both
+                back afterwards, also on an exception, and the ``.grad`` of its parameters are left
+                as they were.
             input: (B, C, H, W) floating tensor normalized with ``mean``/``std`` (every channel
                 within its valid range). It is not modified.
         Returns:
@@ -1058,99 +989,60 @@ class PGDAttack:
             ``|output - input| <= epsilon`` and every channel within its valid range.
         Raises:
             TypeError: ``model`` is not an nn.Module.
-            ValueError: ``input`` is not a 4-D floating tensor with len(mean) channels, or lies
-                outside the valid range (not normalized with ``mean``/``std``; on CUDA: an earlier
-                call's input, see the class docstring).
+            ValueError: ``input`` is not a (B, len(mean), H, W) floating tensor within the valid range.
             RuntimeError: called inside torch.inference_mode(), where autograd cannot run.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if torch.is_inference_mode_enabled():
             raise RuntimeError("PGDAttack.perturb needs autograd: call it outside torch.inference_mode()")
-        x0 = input.detach()
-        low, high = self._check_range(x0)
-        ball_low = torch.maximum(x0 - self.epsilon, low)  # (B, C, H, W)
-        ball_high = torch.minimum(x0 + self.epsilon, high)  # (B, C, H, W)
-        was_training = model.training
-        frozen = [p for p in model.parameters() if p.requires_grad]
-        model.eval()
+        low, high = self.valid_range(input)  # (1, C, 1, 1) each, float32 (or float64)
+        x0 = input.detach().to(low.dtype)  # fp16 / bf16 -> float32
+        ball_low, ball_high = torch.max(x0 - self.epsilon, low), torch.min(x0 + self.epsilon, high)  # (B, C, H, W)
+        was_training, params = model.training, [p for p in model.parameters() if p.requires_grad]
+        model.eval()  # no BatchNorm statistics updated, no dropout, no adversarial hook
+        for p in params:
+            p.requires_grad_(False)  # gradients for the input only
         try:
-            for p in frozen:
-                p.requires_grad_(False)  # gradients for the input only
-            with torch.enable_grad():
-                return self._descend(model, x0, ball_low, ball_high)
+            # fp32 with autocast off: under fp16 autocast the input gradient underflows to 0 (no step)
+            with torch.enable_grad(), torch.autocast(x0.device.type, enabled=False):
+                target, x = None, x0.clone()
+                if self.random_start:
+                    with torch.no_grad():
+                        target = model(x0).argmin(dim=1)  # (B,) least-confident label of the clean input
+                    x = torch.clamp(x + torch.empty_like(x).uniform_(-self.epsilon, self.epsilon), ball_low, ball_high)
+                for _ in range(self.num_steps):
+                    x.requires_grad_(True)
+                    logits = model(x)  # (B, K)
+                    if target is None:  # x is the clean input: this forward also gives step 1's gradient
+                        target = logits.detach().argmin(dim=1)  # (B,)
+                    loss = self.loss_fn(logits, target).sum()  # sum: per-sample losses work too; sign() drops the scale
+                    grad, = torch.autograd.grad(loss, x)  # the input's gradient only; no graph kept
+                    x = torch.clamp(x.detach() - self.step_size * grad.sign(), ball_low, ball_high)
         finally:
-            for p in frozen:
+            for p in params:
                 p.requires_grad_(True)
             model.train(was_training)
+        return x.to(input.dtype)  # no graph: every step starts from a detached x
 
-    def _check_range(self, x0):
-        """Valid-range bounds (1, C, 1, 1) for ``x0``; raise if ``x0`` is no normalized batch
-        (on CUDA: if an earlier call's verdict has come back saying so)."""
-        if x0.dim() != 4 or not x0.is_floating_point() or x0.shape[1] != len(self.mean):
+    def valid_range(self, input):
+        """The per-channel bounds (1, C, 1, 1) of a normalized image batch, on the input's device in
+        float32 (float64 for a float64 input); raises ValueError unless ``input`` is a (B, C, H, W)
+        floating batch within them. One check per call, before the attack."""
+        if input.dim() != 4 or not input.is_floating_point() or input.shape[1] != len(self.mean):
             raise ValueError(f"input must be a (B, {len(self.mean)}, H, W) floating tensor, "
-                             f"got {tuple(x0.shape)} {x0.dtype}")
-        low, high = self._device_bounds(x0)
-        if not x0.numel():
-            return low, high
-        tol = max(1e-3, 8 * torch.finfo(x0.dtype).eps)
-        outside = ((x0 < low - tol) | (x0 > high + tol)).any()  # 0-d bool on x0's device
-        if x0.device.type == "cuda":
-            verdict = torch.stack([outside.float(), x0.amin().float(), x0.amax().float()])  # (3,) on the GPU
-            host = torch.empty(3, pin_memory=True)
-            host.copy_(verdict, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-            self._pending_checks.append((host, done))
-            self._raise_for_returned_checks()
-        elif outside:
-            raise ValueError(self._range_message(x0.min().item(), x0.max().item(), "input"))
+                             f"got {tuple(input.shape)} {input.dtype}")
+        bounds = torch.tensor([[(0.0 - m) / s for m, s in zip(self.mean, self.std)],
+                               [(1.0 - m) / s for m, s in zip(self.mean, self.std)]],
+                              dtype=torch.promote_types(input.dtype, torch.float32))  # (2, C)
+        low, high = bounds.to(input.device).view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
+        tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
+        if input.numel() and ((input < low - tol) | (input > high + tol)).any():
+            raise ValueError(f"input has values in [{input.min().item():.3f}, {input.max().item():.3f}] outside "
+                             f"the valid range per channel, low={low.flatten().tolist()} "
+                             f"high={high.flatten().tolist()}: it must be normalized [0, 1] images with "
+                             f"mean={self.mean}, std={self.std}")
         return low, high
-
-    def _device_bounds(self, x0):
-        """(low, high), each (1, C, 1, 1) on x0's device and dtype, copied there once."""
-        key = (x0.device, x0.dtype)
-        if key not in self._bounds:
-            both = torch.stack([self.low, self.high]).to(x0.dtype)  # (2, C)
-            if x0.device.type == "cuda":
-                both = both.pin_memory()  # an asynchronous copy, not one that waits for the GPU
-            both = both.to(x0.device, non_blocking=True)
-            self._bounds[key] = (both[0].view(1, -1, 1, 1), both[1].view(1, -1, 1, 1))
-        return self._bounds[key]
-
-    def _raise_for_returned_checks(self):
-        """Raise the ValueError for the oldest CUDA range check that has come back outside the
-        range; checks whose copy has not finished yet stay pending (nothing waits for them)."""
-        while self._pending_checks and self._pending_checks[0][1].query():
-            host, _ = self._pending_checks.pop(0)
-            outside, lowest, highest = host.tolist()
-            if outside:
-                self._pending_checks.clear()
-                raise ValueError(self._range_message(lowest, highest, "an input of an earlier call"))
-
-    def _range_message(self, lowest, highest, what):
-        return (f"{what} has values in [{lowest:.3f}, {highest:.3f}] outside the valid range per channel, "
-                f"low={self.low.tolist()} high={self.high.tolist()}: it must be normalized [0, 1] images "
-                f"with mean={self.mean}, std={self.std}")
-
-    def _descend(self, model, x0, ball_low, ball_high):
-        """The PGD loop (eval mode, grad enabled); returns the detached (B, C, H, W) result."""
-        target = None
-        x = x0.clone()
-        if self.random_start:
-            with torch.no_grad():
-                target = model(x0).argmin(dim=1)  # (B,) least-confident label of the clean input
-            x = torch.clamp(x + torch.empty_like(x).uniform_(-self.epsilon, self.epsilon), ball_low, ball_high)
-        for _ in range(self.num_steps):
-            x.requires_grad_(True)
-            logits = model(x)  # (B, K)
-            if target is None:
-                # x is still the clean input: this forward also gives the gradient of step 1
-                target = logits.detach().argmin(dim=1)  # (B,)
-            loss = self.loss_fn(logits, target).sum()  # sum: per-sample losses work too; sign() drops the scale
-            grad, = torch.autograd.grad(loss, x)
-            x = torch.clamp(x.detach() - self.step_size * grad.sign(), ball_low, ball_high)
-        return x.detach()
 
 
 default_attack = PGDAttack
@@ -1165,47 +1057,18 @@ def denormalize(input, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (input.detach() * std + mean).clamp_(0.0, 1.0)
 
 
-def _check_n_rows(n_rows):
-    """Raise unless ``n_rows`` (images per mosaic row) is an int >= 1."""
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
-        raise ValueError(f"n_rows (images per row) must be an int >= 1, got {n_rows!r}")
-
-
 def vis_grid(input, n_rows=10):
     """Mosaic of a normalized batch, de-normalized so that it looks like the photos.
 
     Args:
         input: (B, 3, H, W) images normalized with IMAGENET_MEAN / IMAGENET_STD.
-        n_rows: images per row of the mosaic (torchvision's ``nrow``).
+        n_rows: images per row of the mosaic (torchvision's ``nrow``), an int >= 1.
     Returns:
         (3, H', W') float tensor in [0, 1], ready for ``SummaryWriter.add_image``.
     """
-    _check_n_rows(n_rows)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"n_rows (images per row) must be an int >= 1, got {n_rows!r}")
     return make_grid(denormalize(input), nrow=n_rows)
-
-
-def vis_adversarial(input, adv_input, n_rows=10):
-    """The three TensorBoard images of an attack: originals, adversarials and their difference.
-
-    The difference is taken in pixel units and amplified so that the largest change of the batch
-    reaches black or white: ``0.5 + 0.5 * (adv - org) / max|adv - org|``; mid-grey means
-    unchanged (all grey when nothing changed).
-
-    Args:
-        input, adv_input: (B, 3, H, W) clean and adversarial batches, normalized with
-            IMAGENET_MEAN / IMAGENET_STD.
-        n_rows: images per row of each mosaic.
-    Returns:
-        (org, adv, diff): three (3, H', W') float tensors in [0, 1].
-    """
-    if input.shape != adv_input.shape:
-        raise ValueError(f"input and adv_input shapes differ: {tuple(input.shape)} vs {tuple(adv_input.shape)}")
-    _check_n_rows(n_rows)
-    org, adv = denormalize(input), denormalize(adv_input)  # (B, 3, H, W) each
-    diff = adv - org
-    peak = diff.abs().max()
-    diff = 0.5 + 0.5 * diff / peak if peak > 0 else torch.full_like(diff, 0.5)
-    return make_grid(org, nrow=n_rows), make_grid(adv, nrow=n_rows), make_grid(diff, nrow=n_rows)
 
 
 default_visfunction = vis_grid

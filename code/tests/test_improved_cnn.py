@@ -67,6 +67,20 @@ def test_default_cnn_model_is_scene_resnet_and_simplenet_stays():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("conv_op", [nn.Conv2d, CustomConv2d])
+def test_simplenet_keeps_pytorch_default_init(conv_op):
+    """The course's SimpleNet never calls its reset_parameters: every conv and linear layer keeps
+    PyTorch's default init, weights and biases uniform within 1 / sqrt(fan_in)."""
+    torch.manual_seed(0)
+    layers = [m for m in SimpleNet(conv_op=conv_op, num_classes=100).modules() if isinstance(m, (conv_op, nn.Linear))]
+    assert len(layers) == 8
+    for m in layers:
+        bound = 1 / math.sqrt(m.weight[0].numel())
+        for p in (m.weight, m.bias):
+            assert p.abs().max() <= bound, f"{m}: beyond the default-init bound"
+            assert p.abs().max() > 0.8 * bound and torch.count_nonzero(p) == p.numel(), f"{m}: not the default init"
+
+
 @pytest.mark.parametrize("size, grid", [(128, 4), (64, 2), (100, 4)])
 def test_stage_grids_of_default_model(size, grid):
     with torch.device("meta"):
