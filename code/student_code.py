@@ -452,29 +452,17 @@ class ResidualBlock(nn.Module):
 class SceneResNet(AdversarialTrainingMixin, nn.Module):
     """A ResNet sized for 128x128 scenes (``default_cnn_model``).
 
-    Stem: three 3x3 ConvBN (3 -> stem_width stride 2, stem_width -> stem_width,
-    stem_width -> widths[0] stride 2), total stride 4 with no max-pool, so stage 1
-    sees a 32x32 grid at 128x128 input. Stages: ``depths[i]`` residual blocks of
-    width ``widths[i]``; every stage after the first halves the grid (4x4 at the
-    end for 128x128). Head: global average pool, dropout (nn.Identity() if
-    ``drop_rate`` is 0) and a linear classifier. Kaiming-normal convs, the last
-    BN scale of every residual branch zeroed, so each block starts as its shortcut.
-    ``enable_adversarial_training`` (from :class:`AdversarialTrainingMixin`) switches on
-    PGD samples in training, with BatchNorm statistics kept clean; off by default.
-
-    Budget, measured at 128x128 with torch.utils.flop_counter.FlopCounterMode
-    (forward only, a multiply-add counts 2 FLOPs), 100 classes:
-
-        model                       params    GFLOPs/image
-        SimpleNet (starter)         0.37 M    0.32
-        ResNet18 (torchvision)     11.23 M    1.18
-        SceneResNet (defaults)     13.90 M    1.68
-
-    SceneResNet spends 1.4x the FLOPs of ResNet18 at this size: the stem keeps
-    ResNet18's 32x32 stage-1 grid but replaces its 7x7 conv and max-pool with
-    3x3 convs, and the extra blocks go to the 16x16 and 8x8 stages, where scene
-    parts and layout are resolved. That keeps it inside the team's budget of
-    1-2.5 GFLOPs/image for a 60-epoch run on one GPU; demo-scale training runs on a CPU.
+    Stem: three 3x3 ConvBN (3 -> stem_width stride 2, stem_width -> stem_width, stem_width ->
+    widths[0] stride 2), total stride 4 with no max-pool, so stage 1 sees a 32x32 grid at 128x128
+    (ResNet18's grid, without its 7x7 conv and max-pool). Stages: ``depths[i]`` residual blocks of
+    width ``widths[i]``, every stage after the first halving the grid; the extra blocks over
+    ResNet18 go to the 16x16 and 8x8 stages, where scene parts and layout are resolved. Head:
+    global average pool, dropout (none if ``drop_rate`` is 0), linear. Kaiming-normal convs and
+    the last BN scale of every residual branch zeroed, so each block starts as its shortcut.
+    Budget per 128x128 image (forward FLOPs, FlopCounterMode): 13.90M parameters, 1.68 GFLOPs at the
+    defaults; ResNet18 11.23M, 1.18 GFLOPs; SimpleNet 0.37M, 0.32 GFLOPs.
+    ``enable_adversarial_training`` (:class:`AdversarialTrainingMixin`) switches on PGD samples
+    in training; off by default.
 
     Args:
         conv_op: builds every conv as conv_op(in, out, kernel_size=int, stride=int,
@@ -485,8 +473,8 @@ class SceneResNet(AdversarialTrainingMixin, nn.Module):
         stem_width: channels of the first two stem convs (> 0).
         drop_rate: dropout probability before the classifier, in [0, 1).
 
-    Input (B, 3, H, W) normalized images (128x128 for MiniPlaces; any H, W >= 1
-    works, the grid is rounded up at each stride); output (B, num_classes) logits.
+    Input (B, 3, H, W) normalized images (any H, W >= 1: the grid is rounded up at each stride);
+    output (B, num_classes) logits.
     """
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(64, 128, 256, 512),
@@ -800,24 +788,13 @@ class SimpleViT(nn.Module):
 class ImprovedViT(nn.Module):
     """A hybrid ViT for 128x128 scenes trained from scratch on ~100K images.
 
-    Design (each choice is a known remedy for ViTs on small data):
-    - Convolutional stem (Xiao et al. 2021): three stride-2 3x3 conv + BN + ReLU
-      stages and a 1x1 projection replace the 16x16 patchify. It gives the
-      locality and translation bias a plain ViT lacks, and stabilizes training.
-    - Smaller effective patches: stride 8 gives a 16x16 grid, 256 tokens (SimpleViT:
-      64), so a token covers 8x8 pixels of the 128x128 scene.
-    - More depth at DeiT-Tiny width: 12 blocks of width 192, 3 heads of 64 channels.
-    - Interleaved window and global attention (ViTDet-style): blocks 2, 5, 8, 11
-      attend globally, the others inside 8x8-token windows (64 tokens, which
-      divide the 16x16 grid, so no padding), keeping a local bias in most blocks.
-    - Fixed 2D sin-cos positions (Beyer et al. 2022): no parameters to learn from
-      little data.
-    - Stochastic depth rising linearly to ``drop_path_rate`` = 0.1; global average
-      pooling, LayerNorm, linear head; timm-style init.
-    Budget at the defaults (measured with bench_attention.py on a 2-core CPU):
-    5.78M parameters, 3.36 forward GFLOPs per image (FlopCounterMode, explicit
-    attention path), 256 tokens; SimpleViT: 1.96M, 0.25 GFLOPs, 64 tokens.
-    The training recipe this is meant for (warmup, label smoothing, AdamW with no
+    Each choice is a known remedy for ViTs on small data: a convolutional stem (Xiao et al. 2021;
+    three stride-2 3x3 conv + BN + ReLU and a 1x1 projection) instead of the 16x16 patchify, for
+    locality and stable training; stride 8, so 256 tokens of 8x8 pixels (SimpleViT: 64); 12 blocks
+    at DeiT-Tiny width (192, 3 heads); 8x8-token window attention in most blocks, global in blocks
+    2, 5, 8, 11 (ViTDet); fixed 2D sin-cos positions (Beyer et al. 2022); stochastic depth up to
+    0.1, average pooling, LayerNorm, linear head, timm-style init. Defaults: 5.78M parameters,
+    3.36 forward GFLOPs per image. Its training recipe (warmup, label smoothing, AdamW without
     decay on 1-D parameters) lives in main.py.
 
     Args:
@@ -928,28 +905,18 @@ def get_val_transforms(normalize=True):
 
 
 class PGDAttack:
-    """L-inf projected gradient descent towards the least-confident label.
+    """L-inf projected gradient descent towards the least-confident label (the iterative
+    least-likely-class method of Kurakin et al., "Adversarial Machine Learning at Scale", ICLR 2017).
 
-    ``perturb(model, input)`` picks, for every image, the label that the model finds least
-    likely on the clean input, then takes ``num_steps`` steps
-    ``x <- x - step_size * sign(grad_x loss_fn(model(x), target))`` that make that label more
-    likely, each followed by a projection onto the L-inf ball of radius ``epsilon`` around the
-    input intersected with the valid image range (the iterative least-likely-class method of
-    Kurakin et al., "Adversarial Machine Learning at Scale", ICLR 2017).
-
-    Units: ``epsilon`` and ``step_size`` are in the units of the model's input, i.e. of images
-    normalized with ``mean`` and ``std``; with the ImageNet std, 0.1 is about 0.0225 of the [0, 1]
-    pixel range (about 6 of 255 levels). Channel c of a valid input lies in
-    [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
+    ``epsilon`` and ``step_size`` are in the units of the model's input, images normalized with
+    ``mean`` and ``std``: with the ImageNet std, 0.1 is about 6 of 255 levels. Channel c of a valid
+    input lies in [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
 
     Args:
-        loss_fn: callable (logits (B, K), target (B,) int64) -> loss, either a scalar (mean or
-            sum over the batch, e.g. nn.CrossEntropyLoss()) or (B,) per-sample losses.
-        num_steps: int >= 0, number of sign-gradient steps.
-        step_size: float > 0, change of every element per step.
-        epsilon: float >= 0, radius of the L-inf ball around the input.
-        random_start: start from a uniform random point of the ball instead of the input itself
-            (off by default, as in the course's starter).
+        loss_fn: callable (logits (B, K), target (B,) int64) -> a scalar loss (mean or sum over
+            the batch, e.g. nn.CrossEntropyLoss()) or (B,) per-sample losses.
+        num_steps: int >= 0; step_size: float > 0; epsilon: float >= 0, the L-inf radius.
+        random_start: start from a uniform random point of the ball (off, as in the starter).
         mean, std: per-channel statistics that the inputs were normalized with.
     """
 
@@ -974,22 +941,21 @@ class PGDAttack:
         self.std = tuple(std)
 
     def perturb(self, model, input):
-        """Adversarial version of ``input`` for ``model``.
+        """Adversarial version of ``input`` for ``model``: ``num_steps`` steps
+        ``x <- x - step_size * sign(grad_x loss_fn(model(x), target))`` towards the label that the
+        model finds least likely on the clean input, each projected onto the ball of radius
+        ``epsilon`` around the input and the valid range.
 
         Args:
-            model: nn.Module mapping (B, C, H, W) to logits (B, K). While attacked it runs in eval
-                mode, with autocast off and ``requires_grad`` off on its parameters (so that no
-                weight gradient is computed, not even by a custom autograd Function); it gets both
-                back afterwards, also on an exception, and the ``.grad`` of its parameters are left
-                as they were.
-            input: (B, C, H, W) floating tensor normalized with ``mean``/``std`` (every channel
-                within its valid range). It is not modified.
+            model: nn.Module, (B, C, H, W) -> logits (B, K). While attacked it runs in eval mode
+                and in float32 with autocast off, its parameters with ``requires_grad`` off (no
+                weight gradient is computed, not even by a custom autograd Function). Its mode and
+                flags come back afterwards, also on an exception; their ``.grad`` are untouched.
+            input: (B, C, H, W) floating tensor, normalized images (each channel in its valid range).
         Returns:
-            (B, C, H, W) detached tensor of the input's dtype and device, with
-            ``|output - input| <= epsilon`` and every channel within its valid range.
+            (B, C, H, W) tensor of the input's dtype and device, no graph, within the ball and range.
         Raises:
-            TypeError: ``model`` is not an nn.Module.
-            ValueError: ``input`` is not a (B, len(mean), H, W) floating tensor within the valid range.
+            TypeError: ``model`` is not an nn.Module. ValueError: see :meth:`valid_range`.
             RuntimeError: called inside torch.inference_mode(), where autograd cannot run.
         """
         if not isinstance(model, nn.Module):

@@ -5,12 +5,17 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import student_code
 from custom_dataloader import MiniPlacesLoader
 from pretrained import build_resnet18
 from student_code import CustomConv2d, ResidualBlock, SceneResNet, SimpleNet
+
+
+def flop_counter():
+    """torch.utils.flop_counter.FlopCounterMode (torch >= 2.1); the budget tests skip without it."""
+    return pytest.importorskip("torch.utils.flop_counter").FlopCounterMode(display=False)
+
 
 TINY = dict(widths=(8, 16), depths=(1, 2), stem_width=8)
 
@@ -107,28 +112,26 @@ def test_budget_matches_independent_count_and_docstring():
         model = SceneResNet()
         x = torch.empty(1, 3, 128, 128)
     params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         model.eval()(x)
     flops = counter.get_total_flops()
     assert (params, flops) == expected_params_and_flops((64, 128, 256, 512), (2, 3, 4, 2), 32, 100, 128)
     assert 1e9 <= flops <= 2.5e9
-    row = f"SceneResNet (defaults)     {params / 1e6:.2f} M    {flops / 1e9:.2f}"
-    assert row in SceneResNet.__doc__
+    assert f"{params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOPs at the" in SceneResNet.__doc__
 
 
 @pytest.mark.parametrize("name, build", [
-    ("SimpleNet (starter)        ", lambda: SimpleNet(num_classes=100)),
-    ("ResNet18 (torchvision)     ", lambda: build_resnet18(num_classes=100, pretrained=False)),
+    ("SimpleNet", lambda: SimpleNet(num_classes=100)),
+    ("ResNet18", lambda: build_resnet18(num_classes=100, pretrained=False)),
 ])
 def test_docstring_budget_of_reference_models(name, build):
     with torch.device("meta"):
         model = build()
         x = torch.empty(1, 3, 128, 128)
     params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         model.eval()(x)
-    row = f"{name}{params / 1e6:5.2f} M    {counter.get_total_flops() / 1e9:.2f}"
-    assert row in SceneResNet.__doc__
+    assert f"{name} {params / 1e6:.2f}M, {counter.get_total_flops() / 1e9:.2f} GFLOPs" in SceneResNet.__doc__
 
 
 def test_every_conv_goes_through_conv_op_with_int_arguments():
