@@ -22,6 +22,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _check(ok, message):
+    """Raise ValueError(message) unless ``ok``: one line per argument check of a graded class."""
+    if not ok:
+        raise ValueError(message)
+
+
 ################################################################################
 # Part I.1: convolution by unfold (im2col), matrix products and fold (col2im)
 ################################################################################
@@ -315,18 +321,15 @@ class CustomConv2d(nn.Module):
 class AdversarialTrainingMixin:
     """Adversarial training inside ``forward`` for an nn.Module classifier (off by default).
 
-    Adopted as ``class Net(AdversarialTrainingMixin, nn.Module)`` with ``x = self.adversarial_mix(x)``
-    at the top of ``forward``. Once ``enable_adversarial_training`` was called, every training-mode
-    forward replaces the first ``round(adv_ratio * B)`` samples of the batch (a random subset: the
-    loader shuffles) by PGD samples towards their least-confident label, made against the current
-    weights (:class:`PGDAttack`; ``forward`` has no labels, and these are the "iterative
-    least-likely class" samples that Kurakin et al., ICLR 2017, trained on); labels stay aligned.
-
-    The attack runs the model in eval mode, where ``adversarial_mix`` passes inputs through: its
-    forwards never recurse, update no BatchNorm statistics and draw no dropout masks. It runs in
-    float32 with autocast off, so that it is as strong under fp16 autocast as in float32. The
-    samples are detached and the attack leaves no ``.grad`` on the parameters. Cost: about
-    ``adv_ratio * num_steps`` extra forward+backward passes per training step.
+    Adopted as ``class Net(AdversarialTrainingMixin, nn.Module)`` with ``x = self.adversarial_mix(x)`` at
+    the top of ``forward``. Once ``enable_adversarial_training`` was called, every training-mode forward
+    replaces the first ``round(adv_ratio * B)`` samples of the (shuffled) batch by PGD samples towards their
+    least-confident label, made against the current weights (:class:`PGDAttack`: ``forward`` has no labels;
+    these are the "iterative least-likely class" samples Kurakin et al., ICLR 2017, trained on). Labels stay
+    aligned. The attack runs the model in eval mode, where ``adversarial_mix`` passes inputs through (no
+    recursion, no BatchNorm update, no dropout), in float32 with autocast off (as strong under fp16
+    autocast), and leaves no ``.grad``; its samples are detached. Cost: about ``adv_ratio * num_steps``
+    extra forward+backward passes per training step.
     """
 
     adv_attack = None
@@ -334,16 +337,12 @@ class AdversarialTrainingMixin:
 
     def enable_adversarial_training(self, adv_ratio=0.5, num_steps=3, epsilon=0.1, step_size=None,
                                     random_start=False):
-        """Train on PGD samples from now on: ``adv_ratio`` in (0, 1] of every training batch,
-        ``num_steps`` >= 1 steps of ``step_size`` (None: 2.5 * epsilon / num_steps, so that the
-        steps can reach the border of the ball, Madry et al., ICLR 2018) within ``epsilon``
-        (normalized units; 0.1 is about 6 of 255 levels). Raises ValueError for other values."""
-        if not 0.0 < adv_ratio <= 1.0:
-            raise ValueError(f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be an int >= 1 for adversarial training, got {num_steps!r}")
-        if step_size is None:
-            step_size = 2.5 * epsilon / num_steps
+        """Train on PGD samples from now on: ``adv_ratio`` in (0, 1] of every training batch, ``num_steps``
+        >= 1 steps of ``step_size`` (None: 2.5 * epsilon / num_steps, so that the steps can reach the border
+        of the ball, Madry et al., ICLR 2018) within ``epsilon`` (normalized units; 0.1 is about 6 of 255)."""
+        _check(0.0 < adv_ratio <= 1.0, f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
+        _check(isinstance(num_steps, int) and num_steps >= 1, f"num_steps must be an int >= 1, got {num_steps!r}")
+        step_size = 2.5 * epsilon / num_steps if step_size is None else step_size
         self.adv_attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
                                     epsilon=epsilon, random_start=random_start)
         self.adv_ratio = float(adv_ratio)
@@ -452,45 +451,27 @@ class ResidualBlock(nn.Module):
 class SceneResNet(AdversarialTrainingMixin, nn.Module):
     """A ResNet sized for 128x128 scenes (``default_cnn_model``).
 
-    Stem: three 3x3 ConvBN (3 -> stem_width stride 2, stem_width -> stem_width, stem_width ->
-    widths[0] stride 2), total stride 4 with no max-pool, so stage 1 sees a 32x32 grid at 128x128
-    (ResNet18's grid, without its 7x7 conv and max-pool). Stages: ``depths[i]`` residual blocks of
-    width ``widths[i]``, every stage after the first halving the grid; the extra blocks over
-    ResNet18 go to the 16x16 and 8x8 stages, where scene parts and layout are resolved. Head:
-    global average pool, dropout (none if ``drop_rate`` is 0), linear. Kaiming-normal convs and
-    the last BN scale of every residual branch zeroed, so each block starts as its shortcut.
-    Budget per 128x128 image (forward FLOPs, FlopCounterMode): 13.90M parameters, 1.68 GFLOPs at the
-    defaults; ResNet18 11.23M, 1.18 GFLOPs; SimpleNet 0.37M, 0.32 GFLOPs.
-    ``enable_adversarial_training`` (:class:`AdversarialTrainingMixin`) switches on PGD samples
-    in training; off by default.
-
-    Args:
-        conv_op: builds every conv as conv_op(in, out, kernel_size=int, stride=int,
-            padding=int, bias=bool), e.g. nn.Conv2d or CustomConv2d.
-        num_classes: number of output logits (> 0).
-        widths: channels of each stage (positive ints).
-        depths: residual blocks in each stage (positive ints, same length as widths).
-        stem_width: channels of the first two stem convs (> 0).
-        drop_rate: dropout probability before the classifier, in [0, 1).
-
-    Input (B, 3, H, W) normalized images (any H, W >= 1: the grid is rounded up at each stride);
-    output (B, num_classes) logits.
+    Stem: three 3x3 ConvBN (3 -> stem_width /2, -> stem_width, -> widths[0] /2), total stride 4 without
+    max-pool, so stage 1 sees ResNet18's 32x32 grid at 128x128. Stage i: ``depths[i]`` residual
+    blocks of width ``widths[i]``, each stage after the first halving the grid; the blocks beyond
+    ResNet18 go to the 16x16 and 8x8 stages, where scene parts and layout are resolved. Head: global
+    average pool, dropout (``drop_rate`` in [0, 1)), linear. Kaiming-normal convs, last BN scale of
+    every residual branch zeroed (each block starts as its shortcut). Budget per 128x128 image (forward
+    FLOPs, FlopCounterMode): 13.90M parameters, 1.68 GFLOPs at the defaults; ResNet18 11.23M, 1.18 GFLOPs;
+    SimpleNet 0.37M, 0.32 GFLOPs. ``conv_op`` builds every conv, called as
+    conv_op(in, out, kernel_size=int, stride=int, padding=int, bias=bool): nn.Conv2d or CustomConv2d.
+    PGD samples in training: ``enable_adversarial_training`` (:class:`AdversarialTrainingMixin`).
+    Input (B, 3, H, W) normalized images, any H, W >= 1 (grid sizes round up) -> (B, num_classes) logits.
     """
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(64, 128, 256, 512),
                  depths=(2, 3, 4, 2), stem_width=32, drop_rate=0.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if len(widths) == 0 or len(widths) != len(depths):
-            raise ValueError(f"widths {widths!r} and depths {depths!r} must be non-empty and of equal length")
-        for name, values in (("widths", widths), ("depths", depths), ("stem_width", (stem_width,))):
-            if not all(isinstance(v, int) and v > 0 for v in values):
-                raise ValueError(f"{name} must hold positive ints, got {values!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        self.num_classes = num_classes
-        self.num_features = widths[-1]
+        sizes = (num_classes, *widths, *depths, stem_width)
+        _check(len(widths) == len(depths) > 0 and all(isinstance(v, int) and v > 0 for v in sizes),
+               f"num_classes {num_classes!r}, widths {widths!r}, depths {depths!r} (equal lengths) and stem_width "
+               f"{stem_width!r} must be ints > 0")
+        _check(0.0 <= drop_rate < 1.0, f"drop_rate must lie in [0, 1), got {drop_rate!r}")
         self.stem = nn.Sequential(
             ConvBN(conv_op, 3, stem_width, 3, stride=2),
             ConvBN(conv_op, stem_width, stem_width, 3),
@@ -505,34 +486,23 @@ class SceneResNet(AdversarialTrainingMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(self.num_features, num_classes)
-        self.apply(self._init_weights)
-        for m in self.modules():
-            if isinstance(m, ResidualBlock):
+        self.fc = nn.Linear(widths[-1], num_classes)
+        for m in self.modules():  # every conv built by ConvBN has no bias; BatchNorm keeps its (1, 0) init
+            if isinstance(m, (nn.Conv2d, CustomConv2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, ResidualBlock):
                 m.zero_init_last()
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, (nn.Conv2d, CustomConv2d)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-
     def forward_features(self, x):
-        """(B, 3, H, W) images -> (B, widths[-1], H/s, W/s) feature map, sizes rounded up,
-        with total stride s = 4 * 2 ** (len(widths) - 1) (32 for the defaults)."""
+        """(B, 3, H, W) -> (B, widths[-1], H/s, W/s), s = 4 * 2 ** (len(widths) - 1) (32 by default)."""
         return self.stages(self.stem(x))  # stem: (B, widths[0], H/4, W/4)
 
     def forward_head(self, x):
         """(B, widths[-1], h, w) feature map -> (B, num_classes) logits."""
-        x = self.avgpool(x).flatten(1)  # (B, widths[-1])
-        return self.fc(self.drop(x))
+        return self.fc(self.drop(self.avgpool(x).flatten(1)))  # pooled: (B, widths[-1])
 
     def forward(self, x):
         x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
@@ -705,40 +675,32 @@ def _vit_init_weights(m):
         nn.init.zeros_(m.bias)
 
 
-def _block_drop_rates(drop_path_rate, depth):
-    """Stochastic-depth rates rising linearly from 0 (first block) to ``drop_path_rate`` (last)."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if not 0.0 <= drop_path_rate <= 1.0:
-        raise ValueError(f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
-    return torch.linspace(0, drop_path_rate, depth).tolist()
-
-
-def _check_block_indexes(window_block_indexes, depth):
-    """Fail fast on window-block indexes outside [0, depth)."""
+def _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, **block_args):
+    """``depth`` TransformerBlocks (``block_args``: dim, num_heads, ...) in an nn.ModuleList: window attention
+    in ``window_block_indexes``, global in the others; stochastic depth rising linearly from 0 to
+    ``drop_path_rate`` (last block)."""
     bad = [i for i in window_block_indexes if not 0 <= i < depth]
-    if bad:
-        raise ValueError(f"window_block_indexes {bad} lie outside [0, depth={depth})")
+    _check(depth >= 1 and not bad, f"depth ({depth}) must be >= 1 and hold window_block_indexes, got {bad} outside")
+    _check(0.0 <= drop_path_rate <= 1.0, f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
+    dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+    return nn.ModuleList([TransformerBlock(drop_path=rate, window_size=window_size if i in window_block_indexes else 0,
+                                           **block_args) for i, rate in enumerate(dpr)])
 
 
 class SimpleViT(nn.Module):
-    """The starter's Vision Transformer: non-overlapping patch embedding, optional
-    learned absolute positions, ``depth`` Transformer blocks (window attention in
-    ``window_block_indexes``, global in the others), global average pooling of the
-    tokens, LayerNorm and a linear head.
+    """The starter's Vision Transformer: non-overlapping patch embedding, optional learned absolute
+    positions, ``depth`` Transformer blocks (window attention in ``window_block_indexes``, global in the
+    others), global average pooling of the tokens, LayerNorm and a linear head.
 
     Args:
-        img_size: side of the square input; a multiple of ``patch_size``.
-        num_classes: number of output logits.
-        patch_size: side of a square patch (token grid img_size / patch_size).
-        in_chans: input channels.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number
-            of blocks, heads per block, MLP ratio and qkv bias.
+        img_size: side of the square input; a multiple of ``patch_size`` (token grid img_size / patch_size).
+        num_classes, in_chans: output logits and input channels.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number of blocks, heads per
+            block, MLP ratio and qkv bias.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
         norm_layer, act_layer: normalization and activation classes.
         use_abs_pos: add a learned (1, h, w, embed_dim) position embedding.
-        window_size: window side (tokens) of the window blocks.
-        window_block_indexes: indexes of the blocks that use window attention.
+        window_size, window_block_indexes: window side (tokens), indexes of the window-attention blocks.
     Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
     """
 
@@ -747,21 +709,15 @@ class SimpleViT(nn.Module):
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, use_abs_pos=True, window_size=4,
                  window_block_indexes=(0, 2)):
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
-        _check_block_indexes(window_block_indexes, depth)
+        _check(img_size % patch_size == 0, f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
         self.img_size = img_size
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
                                       in_chans=in_chans, embed_dim=embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
-        dpr = _block_drop_rates(drop_path_rate, depth)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
-                             norm_layer=norm_layer, act_layer=act_layer,
-                             window_size=window_size if i in window_block_indexes else 0)
-            for i in range(depth)
-        ])
+        self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
+                                  num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  norm_layer=norm_layer, act_layer=act_layer)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         if self.pos_embed is not None:
@@ -773,9 +729,8 @@ class SimpleViT(nn.Module):
         return {"pos_embed"}
 
     def forward(self, x):
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"SimpleViT expects (B, C, {self.img_size}, {self.img_size}) images, "
-                             f"got shape {tuple(x.shape)}")
+        _check(x.shape[-2:] == (self.img_size, self.img_size),
+               f"SimpleViT expects (B, C, {self.img_size}, {self.img_size}) images, got shape {tuple(x.shape)}")
         x = self.patch_embed(x)  # (B, h, w, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed
@@ -799,15 +754,13 @@ class ImprovedViT(nn.Module):
 
     Args:
         img_size: side of the square input; a multiple of 2 ** len(stem_channels).
-        num_classes: number of output logits.
-        in_chans: input channels.
+        num_classes, in_chans: output logits and input channels.
         stem_channels: output channels of the stride-2 conv stages of the stem.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width (a
-            multiple of 4 and of num_heads), blocks, heads, MLP ratio, qkv bias.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width (a multiple of 4 and of
+            num_heads), blocks, heads, MLP ratio, qkv bias.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
         norm_layer, act_layer: normalization and activation classes of the blocks.
-        window_size: window side (tokens) of the window blocks.
-        window_block_indexes: indexes of the blocks that use window attention.
+        window_size, window_block_indexes: window side (tokens), indexes of the window-attention blocks.
     Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
     """
 
@@ -816,29 +769,23 @@ class ImprovedViT(nn.Module):
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size=8,
                  window_block_indexes=(0, 1, 3, 4, 6, 7, 9, 10)):
         super().__init__()
-        _check_block_indexes(window_block_indexes, depth)
         self.img_size = img_size
         self.stem = ConvStem(in_chans, embed_dim, channels=stem_channels)
-        if img_size % self.stem.stride:
-            raise ValueError(f"img_size ({img_size}) must be a multiple of the stem stride ({self.stem.stride})")
+        _check(img_size % self.stem.stride == 0, f"img_size ({img_size}) must be a multiple of the stem stride "
+                                                 f"({self.stem.stride})")
         grid = img_size // self.stem.stride
         self.register_buffer("pos_embed", sincos_pos_embed_2d(grid, grid, embed_dim)[None],
                              persistent=False)  # (1, h, w, C)
-        dpr = _block_drop_rates(drop_path_rate, depth)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
-                             norm_layer=norm_layer, act_layer=act_layer,
-                             window_size=window_size if i in window_block_indexes else 0)
-            for i in range(depth)
-        ])
+        self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
+                                  num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  norm_layer=norm_layer, act_layer=act_layer)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         self.apply(_vit_init_weights)
 
     def forward(self, x):
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"ImprovedViT expects (B, C, {self.img_size}, {self.img_size}) images, "
-                             f"got shape {tuple(x.shape)}")
+        _check(x.shape[-2:] == (self.img_size, self.img_size),
+               f"ImprovedViT expects (B, C, {self.img_size}, {self.img_size}) images, got shape {tuple(x.shape)}")
         x = self.stem(x) + self.pos_embed  # (B, h, w, C)
         for blk in self.blocks:
             x = blk(x)
@@ -904,71 +851,58 @@ def get_val_transforms(normalize=True):
 ################################################################################
 
 
+def _valid_range(input, mean, std):
+    """Per-channel bounds (1, C, 1, 1) of images in [0, 1] normalized with ``mean`` and ``std``, on the
+    input's device in float32 (float64 for float64). Raises ValueError unless ``input`` is a (B, C, H, W)
+    floating batch within them; one host sync."""
+    _check(input.dim() == 4 and input.is_floating_point() and input.shape[1] == len(mean),
+           f"input must be a (B, {len(mean)}, H, W) floating tensor, got {tuple(input.shape)} {input.dtype}")
+    bounds = [[(v - m) / s for m, s in zip(mean, std)] for v in (0.0, 1.0)]  # (2, C): pixels 0 and 1
+    bounds = torch.tensor(bounds, dtype=torch.promote_types(input.dtype, torch.float32)).to(input.device)
+    low, high = bounds.view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
+    tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
+    if input.numel() and ((input < low - tol) | (input > high + tol)).any():
+        raise ValueError(f"input in [{input.min().item():.3f}, {input.max().item():.3f}] lies outside the valid "
+                         f"range {low.flatten().tolist()} to {high.flatten().tolist()} per channel: not [0, 1] "
+                         f"images normalized with mean={mean}, std={std}")
+    return low, high
+
+
 class PGDAttack:
-    """L-inf projected gradient descent towards the least-confident label (the iterative
-    least-likely-class method of Kurakin et al., "Adversarial Machine Learning at Scale", ICLR 2017).
-
-    ``epsilon`` and ``step_size`` are in the units of the model's input, images normalized with
-    ``mean`` and ``std``: with the ImageNet std, 0.1 is about 6 of 255 levels. Channel c of a valid
-    input lies in [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
-
-    Args:
-        loss_fn: callable (logits (B, K), target (B,) int64) -> a scalar loss (mean or sum over
-            the batch, e.g. nn.CrossEntropyLoss()) or (B,) per-sample losses.
-        num_steps: int >= 0; step_size: float > 0; epsilon: float >= 0, the L-inf radius.
-        random_start: start from a uniform random point of the ball (off, as in the starter).
-        mean, std: per-channel statistics that the inputs were normalized with.
+    """L-inf PGD towards the least-confident label (the iterative least-likely-class method of Kurakin
+    et al., "Adversarial Machine Learning at Scale", ICLR 2017). ``epsilon`` (the radius) and ``step_size``
+    are in input units, images normalized with ``mean`` and ``std`` (ImageNet std: 0.1 is about 6 of 255
+    levels); channel c of a valid input lies in [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
+    ``loss_fn(logits (B, K), target (B,) int64)`` returns a scalar (e.g. nn.CrossEntropyLoss()) or (B,)
+    losses. ``random_start``: start from a uniform random point of the ball (off, as in the starter).
     """
 
     def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, random_start=False,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        if not (math.isfinite(step_size) and step_size > 0):
-            raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
-        if not (math.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-        if len(mean) != len(std) or not all(s > 0 for s in std):
-            raise ValueError(f"mean and std need one entry per channel and std > 0, got mean={mean}, std={std}")
-        self.loss_fn = loss_fn
-        self.num_steps = num_steps
-        self.step_size = step_size
-        self.epsilon = epsilon
-        self.random_start = random_start
-        self.mean = tuple(mean)
-        self.std = tuple(std)
+        _check(isinstance(num_steps, int) and num_steps >= 0, f"num_steps must be an int >= 0, got {num_steps!r}")
+        _check(0 < step_size < math.inf and 0 <= epsilon < math.inf,
+               f"step_size must be finite and > 0, epsilon finite and >= 0, got {step_size!r}, {epsilon!r}")
+        _check(len(mean) == len(std) and min(std) > 0, f"mean, std: one per channel, std > 0, got {mean}, {std}")
+        self.loss_fn, self.num_steps, self.step_size, self.epsilon = loss_fn, num_steps, step_size, epsilon
+        self.random_start, self.mean, self.std = random_start, tuple(mean), tuple(std)
 
     def perturb(self, model, input):
-        """Adversarial version of ``input`` for ``model``: ``num_steps`` steps
-        ``x <- x - step_size * sign(grad_x loss_fn(model(x), target))`` towards the label that the
-        model finds least likely on the clean input, each projected onto the ball of radius
-        ``epsilon`` around the input and the valid range.
-
-        Args:
-            model: nn.Module, (B, C, H, W) -> logits (B, K). While attacked it runs in eval mode
-                and in float32 with autocast off, its parameters with ``requires_grad`` off (no
-                weight gradient is computed, not even by a custom autograd Function). Its mode and
-                flags come back afterwards, also on an exception; their ``.grad`` are untouched.
-            input: (B, C, H, W) floating tensor, normalized images (each channel in its valid range).
-        Returns:
-            (B, C, H, W) tensor of the input's dtype and device, no graph, within the ball and range.
-        Raises:
-            TypeError: ``model`` is not an nn.Module. ValueError: see :meth:`valid_range`.
-            RuntimeError: called inside torch.inference_mode(), where autograd cannot run.
+        """Adversarial version of normalized images ``input`` (B, C, H, W) for ``model`` (nn.Module, -> (B, K)
+        logits): ``num_steps`` steps x <- x - step_size * sign(grad_x loss_fn(model(x), target)) towards the
+        label least likely on ``input``, each projected onto the ``epsilon`` ball around it and the valid range.
+        The model runs in eval mode, in float32 without autocast, its parameters' requires_grad off; its mode
+        and flags come back, its ``.grad`` untouched. Returns (B, C, H, W) of the input's dtype, without graph.
+        Raises ValueError for an input outside the valid range (see :func:`_valid_range`).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if torch.is_inference_mode_enabled():
             raise RuntimeError("PGDAttack.perturb needs autograd: call it outside torch.inference_mode()")
-        low, high = self.valid_range(input)  # (1, C, 1, 1) each, float32 (or float64)
+        low, high = _valid_range(input, self.mean, self.std)  # (1, C, 1, 1) each, float32 (or float64)
         x0 = input.detach().to(low.dtype)  # fp16 / bf16 -> float32
         ball_low, ball_high = torch.max(x0 - self.epsilon, low), torch.min(x0 + self.epsilon, high)  # (B, C, H, W)
         was_training, params = model.training, [p for p in model.parameters() if p.requires_grad]
-        model.eval()  # no BatchNorm statistics updated, no dropout, no adversarial hook
-        for p in params:
-            p.requires_grad_(False)  # gradients for the input only
+        model.eval().requires_grad_(False)  # no BatchNorm update, no dropout, no adversarial hook; no weight grads
         try:
             # fp32 with autocast off: under fp16 autocast the input gradient underflows to 0 (no step)
             with torch.enable_grad(), torch.autocast(x0.device.type, enabled=False):
@@ -986,29 +920,10 @@ class PGDAttack:
                     grad, = torch.autograd.grad(loss, x)  # the input's gradient only; no graph kept
                     x = torch.clamp(x.detach() - self.step_size * grad.sign(), ball_low, ball_high)
         finally:
+            model.train(was_training)
             for p in params:
                 p.requires_grad_(True)
-            model.train(was_training)
         return x.to(input.dtype)  # no graph: every step starts from a detached x
-
-    def valid_range(self, input):
-        """The per-channel bounds (1, C, 1, 1) of a normalized image batch, on the input's device in
-        float32 (float64 for a float64 input); raises ValueError unless ``input`` is a (B, C, H, W)
-        floating batch within them. One check per call, before the attack."""
-        if input.dim() != 4 or not input.is_floating_point() or input.shape[1] != len(self.mean):
-            raise ValueError(f"input must be a (B, {len(self.mean)}, H, W) floating tensor, "
-                             f"got {tuple(input.shape)} {input.dtype}")
-        bounds = torch.tensor([[(0.0 - m) / s for m, s in zip(self.mean, self.std)],
-                               [(1.0 - m) / s for m, s in zip(self.mean, self.std)]],
-                              dtype=torch.promote_types(input.dtype, torch.float32))  # (2, C)
-        low, high = bounds.to(input.device).view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
-        tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
-        if input.numel() and ((input < low - tol) | (input > high + tol)).any():
-            raise ValueError(f"input has values in [{input.min().item():.3f}, {input.max().item():.3f}] outside "
-                             f"the valid range per channel, low={low.flatten().tolist()} "
-                             f"high={high.flatten().tolist()}: it must be normalized [0, 1] images with "
-                             f"mean={self.mean}, std={self.std}")
-        return low, high
 
 
 default_attack = PGDAttack
