@@ -318,7 +318,8 @@ def test_default_attack_keeps_the_starter_settings():
 
 @pytest.mark.parametrize("kwargs", [
     {"num_steps": -1}, {"num_steps": 2.5}, {"step_size": 0.0}, {"step_size": float("nan")},
-    {"epsilon": -0.1}, {"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, {"std": (0.2, 0.0, 0.2)},
+    {"step_size": float("inf")}, {"epsilon": -0.1}, {"epsilon": float("inf")},
+    {"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, {"std": (0.2, 0.0, 0.2)},
 ])
 def test_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
