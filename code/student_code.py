@@ -729,8 +729,8 @@ class SimpleViT(nn.Module):
         return {"pos_embed"}
 
     def forward(self, x):
-        _check(x.shape[-2:] == (self.img_size, self.img_size),
-               f"SimpleViT expects (B, C, {self.img_size}, {self.img_size}) images, got shape {tuple(x.shape)}")
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"SimpleViT needs (B, C, {self.img_size}, {self.img_size}) images, got {tuple(x.shape)}")
         x = self.patch_embed(x)  # (B, h, w, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed
@@ -784,8 +784,8 @@ class ImprovedViT(nn.Module):
         self.apply(_vit_init_weights)
 
     def forward(self, x):
-        _check(x.shape[-2:] == (self.img_size, self.img_size),
-               f"ImprovedViT expects (B, C, {self.img_size}, {self.img_size}) images, got shape {tuple(x.shape)}")
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"ImprovedViT needs (B, C, {self.img_size}, {self.img_size}) images, got {tuple(x.shape)}")
         x = self.stem(x) + self.pos_embed  # (B, h, w, C)
         for blk in self.blocks:
             x = blk(x)
