@@ -79,8 +79,8 @@ def swap_convs(model):
     """Replace every nn.Conv2d in ``model`` (in place) by a CustomConv2d with the same weights."""
     for name, child in model.named_children():
         if isinstance(child, nn.Conv2d):
-            custom = CustomConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                  child.padding, child.dilation, child.groups, bias=child.bias is not None)
+            custom = CustomConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride[0],
+                                  child.padding[0], child.dilation, child.groups, bias=child.bias is not None)
             custom.load_state_dict(child.state_dict())
             setattr(model, name, custom)
         else:

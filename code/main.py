@@ -50,9 +50,9 @@ from make_demo_data import DEMO_MARKER  # noqa: E402
 from mixed_precision import cuda_amp_dtype, precision_name  # noqa: E402
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups  # noqa: E402
 from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,  # noqa: E402
-                          default_visfunction, default_vit_model, get_train_transforms, get_val_transforms,
-                          vis_adversarial)
+                          default_visfunction, default_vit_model, get_train_transforms, get_val_transforms)
 from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR  # noqa: E402
+from visualization import vis_adversarial  # noqa: E402
 
 NUM_CLASSES = 100
 CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",

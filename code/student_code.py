@@ -22,6 +22,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _check(ok, message):
+    """Raise ValueError(message) unless ``ok``: one line per argument check of a graded class."""
+    if not ok:
+        raise ValueError(message)
+
+
 ################################################################################
 # Part I.1: convolution by unfold (im2col), matrix products and fold (col2im)
 ################################################################################
@@ -61,15 +67,33 @@ def _check_conv_args(input_feats, weight, bias, stride, padding):
                          f"(input {tuple(input_feats.shape[2:])}, padding {padding})")
 
 
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one autocast query for every device type
+    def _autocast_dtype(device_type):
+        """The autocast dtype in force for ``device_type``, or None when autocast is off there."""
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+else:  # torch 2.0-2.3: one query per device type, CUDA and CPU only
+    def _autocast_dtype(device_type):
+        """The autocast dtype in force for ``device_type``, or None when autocast is off there."""
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+if hasattr(torch.amp, "custom_fwd"):  # torch >= 2.4 (torch.cuda.amp's versions are deprecated there)
+    _custom_fwd = torch.amp.custom_fwd(device_type="cuda")
+    _custom_bwd = torch.amp.custom_bwd(device_type="cuda")
+else:
+    _custom_fwd, _custom_bwd = torch.cuda.amp.custom_fwd, torch.cuda.amp.custom_bwd
+
+
 def _autocast_args(input_feats, weight, bias):
     """Cast input, weight and bias to the autocast dtype when autocast is on for their device
     (float64 tensors are left alone, as autocast does), so the GEMMs run in that dtype."""
-    device_type = input_feats.device.type
-    if not torch.is_autocast_enabled(device_type):
+    dtype = _autocast_dtype(input_feats.device.type)
+    if dtype is None:
         return input_feats, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = [t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (input_feats, weight, bias)]
-    return tuple(cast)
+    return tuple(t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (input_feats, weight, bias))
 
 
 # How a pass splits its column matrix into chunks of whole samples, each kept between the
@@ -177,7 +201,7 @@ class CustomConv2DFunction(Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
+    @_custom_fwd
     def forward(ctx, input_feats, weight, bias, stride=1, padding=0):
         input_feats, weight, bias = _autocast_args(input_feats, weight, bias)
         _check_conv_args(input_feats, weight, bias, stride, padding)
@@ -203,7 +227,7 @@ class CustomConv2DFunction(Function):
         return output
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @_custom_bwd
     def backward(ctx, grad_output):
         input_feats, weight = ctx.saved_tensors
         (n, h, w, in_channels), out_channels, kernel_size, stride, padding = ctx.geometry
@@ -245,61 +269,48 @@ class CustomConv2DFunction(Function):
 custom_conv2d = CustomConv2DFunction.apply
 
 
-def _as_int(name, value):
-    """``value`` as one int: an int, or a pair of equal ints (nn.Conv2d style); ValueError otherwise."""
-    pair = _pair(value)
-    if len(pair) != 2 or pair[0] != pair[1] or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of equal ints, got {value!r}")
-    return pair[0]
-
-
 class CustomConv2d(nn.Module):
-    """Drop-in for nn.Conv2d (square kernels, equal strides and paddings, dilation 1, groups 1)
-    that runs :class:`CustomConv2DFunction`.
+    """The course's wrapper of :func:`custom_conv2d`, with the interface of nn.Conv2d.
 
     Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo), channels_last.
-    ``kernel_size``, ``stride`` and ``padding`` are ints or pairs of equal ints.
-    Raises ValueError for what the function cannot compute (non-square kernel, dilation, groups).
+    ``kernel_size``, ``stride`` and ``padding`` are ints (a kernel size may be a square pair).
+    ``dilation`` and ``groups`` are stored for compatibility; the convolution computes only
+    dilation 1 and groups 1. What it cannot compute raises a ValueError at ``forward``: from the
+    function for kernels, strides and paddings, from ``forward`` for dilation and groups.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True):
         super().__init__()
-        kernel_size = _as_int("kernel_size", kernel_size)
-        stride = _as_int("stride", stride)
-        padding = _as_int("padding", padding)
-        if _as_int("dilation", dilation) != 1:
-            raise ValueError(f"only dilation 1 is supported, got {dilation!r}")
-        if groups != 1:
-            raise ValueError(f"only groups 1 is supported, got {groups!r}")
-        if min(in_channels, out_channels, kernel_size, stride) < 1 or padding < 0:
-            raise ValueError(f"need channels, kernel_size, stride >= 1 and padding >= 0, got in_channels="
-                             f"{in_channels}, out_channels={out_channels}, kernel_size={kernel_size}, "
-                             f"stride={stride}, padding={padding}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *_pair(kernel_size)))
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self):
         """Kaiming-uniform init, as nn.Conv2d."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size * self.kernel_size
-            bound = 1 / math.sqrt(fan_in)
+            bound = 1 / math.sqrt(self.weight[0].numel())  # 1 / sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
         """(N, in_channels, H, W) -> (N, out_channels, Ho, Wo)."""
+        if _pair(self.dilation) != (1, 1) or self.groups != 1:
+            raise ValueError(f"custom_conv2d computes dilation 1 and groups 1 only, got dilation={self.dilation}, "
+                             f"groups={self.groups}")
         return custom_conv2d(input, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, " \
+            f"padding={self.padding}"
+        return s if self.bias is not None else s + ", bias=False"
 
 
 ################################################################################
@@ -310,27 +321,15 @@ class CustomConv2d(nn.Module):
 class AdversarialTrainingMixin:
     """Adversarial training inside ``forward`` for an nn.Module classifier (off by default).
 
-    Adopt it with one line in the class statement, ``class Net(AdversarialTrainingMixin,
-    nn.Module)``, and one call at the top of ``forward``: ``x = self.adversarial_mix(x)``.
-    Once ``enable_adversarial_training`` was called, every training-mode forward replaces the
-    first ``round(adv_ratio * B)`` (halves rounded up) samples of the batch (the loader shuffles, so they are a random
-    subset) by PGD samples built against the current weights; labels stay aligned.
-
-    ``forward`` has no labels, so the attack is the course's PGD towards the least-confident
-    label (:class:`PGDAttack`), the "iterative least-likely class" samples that Kurakin et al.
-    (ICLR 2017) trained on: it needs no label, it does not leak the true label into the sample,
-    and it is the attack that ``main.py -a`` evaluates. Pushing away from the model's own clean
-    prediction instead would, on every misclassified sample, push away from a wrong label (often
-    towards the true one) and so make the sample easier rather than harder.
-
-    Safety: :meth:`PGDAttack.perturb` runs the model in eval mode, and ``adversarial_mix`` passes
-    eval-mode inputs through, so the attack's forwards never recurse into the attack, never update
-    BatchNorm running statistics and never draw dropout masks; the training forward that follows
-    sees the mixed batch once. The samples are detached, so the weights get no gradient through
-    the attack, and the attack leaves no ``.grad`` on the parameters.
-
-    Cost: each training step adds about ``adv_ratio * num_steps`` forward+backward passes
-    (backward to the input only) of the model on the whole batch; hence the few default steps.
+    Adopted as ``class Net(AdversarialTrainingMixin, nn.Module)`` with ``x = self.adversarial_mix(x)`` at
+    the top of ``forward``. Once ``enable_adversarial_training`` was called, every training-mode forward
+    replaces the first ``round(adv_ratio * B)`` samples of the (shuffled) batch by PGD samples towards their
+    least-confident label, made against the current weights (:class:`PGDAttack`: ``forward`` has no labels;
+    these are the "iterative least-likely class" samples Kurakin et al., ICLR 2017, trained on). Labels stay
+    aligned. The attack runs the model in eval mode, where ``adversarial_mix`` passes inputs through (no
+    recursion, no BatchNorm update, no dropout), in float32 with autocast off (as strong under fp16
+    autocast), and leaves no ``.grad``; its samples are detached. Cost: about ``adv_ratio * num_steps``
+    extra forward+backward passes per training step.
     """
 
     adv_attack = None
@@ -338,45 +337,19 @@ class AdversarialTrainingMixin:
 
     def enable_adversarial_training(self, adv_ratio=0.5, num_steps=3, epsilon=0.1, step_size=None,
                                     random_start=False):
-        """Train on PGD samples from now on.
-
-        Args:
-            adv_ratio: fraction in (0, 1] of every training batch replaced by PGD samples.
-            num_steps: PGD steps per sample (int >= 1).
-            epsilon: L-inf radius in normalized input units (0.1 is about 6 of 255 levels).
-            step_size: per-step change; None picks 2.5 * epsilon / num_steps so that the steps
-                can reach the border of the ball (Madry et al., ICLR 2018).
-            random_start: start each attack from a random point of the ball.
-        Raises:
-            ValueError: ``adv_ratio`` outside (0, 1] or ``num_steps`` < 1 (and PGDAttack's checks).
-        """
-        if not 0.0 < adv_ratio <= 1.0:
-            raise ValueError(f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be an int >= 1 for adversarial training, got {num_steps!r}")
-        if step_size is None:
-            step_size = 2.5 * epsilon / num_steps
+        """Train on PGD samples from now on: ``adv_ratio`` in (0, 1] of every training batch, ``num_steps``
+        >= 1 steps of ``step_size`` (None: 2.5 * epsilon / num_steps, so that the steps can reach the border
+        of the ball, Madry et al., ICLR 2018) within ``epsilon`` (normalized units; 0.1 is about 6 of 255)."""
+        _check(0.0 < adv_ratio <= 1.0, f"adv_ratio must lie in (0, 1], got {adv_ratio!r}")
+        _check(isinstance(num_steps, int) and num_steps >= 1, f"num_steps must be an int >= 1, got {num_steps!r}")
+        step_size = 2.5 * epsilon / num_steps if step_size is None else step_size
         self.adv_attack = PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
                                     epsilon=epsilon, random_start=random_start)
         self.adv_ratio = float(adv_ratio)
 
-    def disable_adversarial_training(self):
-        """Back to clean training."""
-        self.adv_attack = None
-        self.adv_ratio = 0.0
-
-    def adversarial_training_config(self):
-        """The keyword arguments of ``enable_adversarial_training`` in force, or None when off
-        (plain Python values, for checkpoints)."""
-        if self.adv_attack is None:
-            return None
-        return {"adv_ratio": self.adv_ratio, "num_steps": self.adv_attack.num_steps,
-                "epsilon": self.adv_attack.epsilon, "step_size": self.adv_attack.step_size,
-                "random_start": self.adv_attack.random_start}
-
     def adversarial_mix(self, x):
         """(B, C, H, W) normalized batch -> the same batch with its first ``round(adv_ratio * B)``
-        samples replaced by PGD samples in training mode; ``x`` itself otherwise."""
+        (halves rounded up) samples replaced by PGD samples in training mode; ``x`` itself otherwise."""
         if not self.training or self.adv_attack is None:
             return x
         num_adv = math.floor(self.adv_ratio * x.shape[0] + 0.5)
@@ -387,7 +360,8 @@ class AdversarialTrainingMixin:
 
 
 class SimpleNet(AdversarialTrainingMixin, nn.Module):
-    """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear.
+    """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear; PyTorch's
+    default initialization, as the course's. Our one change: the adversarial-training hook in ``forward``.
 
     Input (B, 3, H, W) normalized images; output (B, num_classes) logits.
     ``conv_op`` builds every convolution (nn.Conv2d or CustomConv2d).
@@ -417,11 +391,6 @@ class SimpleNet(AdversarialTrainingMixin, nn.Module):
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, CustomConv2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
 
     def forward(self, x):
         x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
@@ -482,57 +451,27 @@ class ResidualBlock(nn.Module):
 class SceneResNet(AdversarialTrainingMixin, nn.Module):
     """A ResNet sized for 128x128 scenes (``default_cnn_model``).
 
-    Stem: three 3x3 ConvBN (3 -> stem_width stride 2, stem_width -> stem_width,
-    stem_width -> widths[0] stride 2), total stride 4 with no max-pool, so stage 1
-    sees a 32x32 grid at 128x128 input. Stages: ``depths[i]`` residual blocks of
-    width ``widths[i]``; every stage after the first halves the grid (4x4 at the
-    end for 128x128). Head: global average pool, dropout (nn.Identity() if
-    ``drop_rate`` is 0) and a linear classifier. Kaiming-normal convs, the last
-    BN scale of every residual branch zeroed, so each block starts as its shortcut.
-    ``enable_adversarial_training`` (from :class:`AdversarialTrainingMixin`) switches on
-    PGD samples in training, with BatchNorm statistics kept clean; off by default.
-
-    Budget, measured at 128x128 with torch.utils.flop_counter.FlopCounterMode
-    (forward only, a multiply-add counts 2 FLOPs), 100 classes:
-
-        model                       params    GFLOPs/image
-        SimpleNet (starter)         0.37 M    0.32
-        ResNet18 (torchvision)     11.23 M    1.18
-        SceneResNet (defaults)     13.90 M    1.68
-
-    SceneResNet spends 1.4x the FLOPs of ResNet18 at this size: the stem keeps
-    ResNet18's 32x32 stage-1 grid but replaces its 7x7 conv and max-pool with
-    3x3 convs, and the extra blocks go to the 16x16 and 8x8 stages, where scene
-    parts and layout are resolved. That keeps it inside the team's budget of
-    1-2.5 GFLOPs/image for a 60-epoch run on one GPU; demo-scale training runs on a CPU.
-
-    Args:
-        conv_op: builds every conv as conv_op(in, out, kernel_size=int, stride=int,
-            padding=int, bias=bool), e.g. nn.Conv2d or CustomConv2d.
-        num_classes: number of output logits (> 0).
-        widths: channels of each stage (positive ints).
-        depths: residual blocks in each stage (positive ints, same length as widths).
-        stem_width: channels of the first two stem convs (> 0).
-        drop_rate: dropout probability before the classifier, in [0, 1).
-
-    Input (B, 3, H, W) normalized images (128x128 for MiniPlaces; any H, W >= 1
-    works, the grid is rounded up at each stride); output (B, num_classes) logits.
+    Stem: three 3x3 ConvBN (3 -> stem_width /2, -> stem_width, -> widths[0] /2), total stride 4 without
+    max-pool, so stage 1 sees ResNet18's 32x32 grid at 128x128. Stage i: ``depths[i]`` residual
+    blocks of width ``widths[i]``, each stage after the first halving the grid; the blocks beyond
+    ResNet18 go to the 16x16 and 8x8 stages, where scene parts and layout are resolved. Head: global
+    average pool, dropout (``drop_rate`` in [0, 1)), linear. Kaiming-normal convs, last BN scale of
+    every residual branch zeroed (each block starts as its shortcut). Budget per 128x128 image (forward
+    FLOPs, FlopCounterMode): 13.90M parameters, 1.68 GFLOPs at the defaults; ResNet18 11.23M, 1.18 GFLOPs;
+    SimpleNet 0.37M, 0.32 GFLOPs. ``conv_op`` builds every conv, called as
+    conv_op(in, out, kernel_size=int, stride=int, padding=int, bias=bool): nn.Conv2d or CustomConv2d.
+    PGD samples in training: ``enable_adversarial_training`` (:class:`AdversarialTrainingMixin`).
+    Input (B, 3, H, W) normalized images, any H, W >= 1 (grid sizes round up) -> (B, num_classes) logits.
     """
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(64, 128, 256, 512),
                  depths=(2, 3, 4, 2), stem_width=32, drop_rate=0.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if len(widths) == 0 or len(widths) != len(depths):
-            raise ValueError(f"widths {widths!r} and depths {depths!r} must be non-empty and of equal length")
-        for name, values in (("widths", widths), ("depths", depths), ("stem_width", (stem_width,))):
-            if not all(isinstance(v, int) and v > 0 for v in values):
-                raise ValueError(f"{name} must hold positive ints, got {values!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        self.num_classes = num_classes
-        self.num_features = widths[-1]
+        sizes = (num_classes, *widths, *depths, stem_width)
+        _check(len(widths) == len(depths) > 0 and all(isinstance(v, int) and v > 0 for v in sizes),
+               f"num_classes {num_classes!r}, widths {widths!r}, depths {depths!r} (equal lengths) and stem_width "
+               f"{stem_width!r} must be ints > 0")
+        _check(0.0 <= drop_rate < 1.0, f"drop_rate must lie in [0, 1), got {drop_rate!r}")
         self.stem = nn.Sequential(
             ConvBN(conv_op, 3, stem_width, 3, stride=2),
             ConvBN(conv_op, stem_width, stem_width, 3),
@@ -547,34 +486,23 @@ class SceneResNet(AdversarialTrainingMixin, nn.Module):
         self.stages = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(self.num_features, num_classes)
-        self.apply(self._init_weights)
-        for m in self.modules():
-            if isinstance(m, ResidualBlock):
+        self.fc = nn.Linear(widths[-1], num_classes)
+        for m in self.modules():  # every conv built by ConvBN has no bias; BatchNorm keeps its (1, 0) init
+            if isinstance(m, (nn.Conv2d, CustomConv2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, ResidualBlock):
                 m.zero_init_last()
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, (nn.Conv2d, CustomConv2d)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-
     def forward_features(self, x):
-        """(B, 3, H, W) images -> (B, widths[-1], H/s, W/s) feature map, sizes rounded up,
-        with total stride s = 4 * 2 ** (len(widths) - 1) (32 for the defaults)."""
+        """(B, 3, H, W) -> (B, widths[-1], H/s, W/s), s = 4 * 2 ** (len(widths) - 1) (32 by default)."""
         return self.stages(self.stem(x))  # stem: (B, widths[0], H/4, W/4)
 
     def forward_head(self, x):
         """(B, widths[-1], h, w) feature map -> (B, num_classes) logits."""
-        x = self.avgpool(x).flatten(1)  # (B, widths[-1])
-        return self.fc(self.drop(x))
+        return self.fc(self.drop(self.avgpool(x).flatten(1)))  # pooled: (B, widths[-1])
 
     def forward(self, x):
         x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
@@ -747,40 +675,32 @@ def _vit_init_weights(m):
         nn.init.zeros_(m.bias)
 
 
-def _block_drop_rates(drop_path_rate, depth):
-    """Stochastic-depth rates rising linearly from 0 (first block) to ``drop_path_rate`` (last)."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if not 0.0 <= drop_path_rate <= 1.0:
-        raise ValueError(f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
-    return torch.linspace(0, drop_path_rate, depth).tolist()
-
-
-def _check_block_indexes(window_block_indexes, depth):
-    """Fail fast on window-block indexes outside [0, depth)."""
+def _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, **block_args):
+    """``depth`` TransformerBlocks (``block_args``: dim, num_heads, ...) in an nn.ModuleList: window attention
+    in ``window_block_indexes``, global in the others; stochastic depth rising linearly from 0 to
+    ``drop_path_rate`` (last block)."""
     bad = [i for i in window_block_indexes if not 0 <= i < depth]
-    if bad:
-        raise ValueError(f"window_block_indexes {bad} lie outside [0, depth={depth})")
+    _check(depth >= 1 and not bad, f"depth ({depth}) must be >= 1 and hold window_block_indexes, got {bad} outside")
+    _check(0.0 <= drop_path_rate <= 1.0, f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
+    dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+    return nn.ModuleList([TransformerBlock(drop_path=rate, window_size=window_size if i in window_block_indexes else 0,
+                                           **block_args) for i, rate in enumerate(dpr)])
 
 
 class SimpleViT(nn.Module):
-    """The starter's Vision Transformer: non-overlapping patch embedding, optional
-    learned absolute positions, ``depth`` Transformer blocks (window attention in
-    ``window_block_indexes``, global in the others), global average pooling of the
-    tokens, LayerNorm and a linear head.
+    """The starter's Vision Transformer: non-overlapping patch embedding, optional learned absolute
+    positions, ``depth`` Transformer blocks (window attention in ``window_block_indexes``, global in the
+    others), global average pooling of the tokens, LayerNorm and a linear head.
 
     Args:
-        img_size: side of the square input; a multiple of ``patch_size``.
-        num_classes: number of output logits.
-        patch_size: side of a square patch (token grid img_size / patch_size).
-        in_chans: input channels.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number
-            of blocks, heads per block, MLP ratio and qkv bias.
+        img_size: side of the square input; a multiple of ``patch_size`` (token grid img_size / patch_size).
+        num_classes, in_chans: output logits and input channels.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number of blocks, heads per
+            block, MLP ratio and qkv bias.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
         norm_layer, act_layer: normalization and activation classes.
         use_abs_pos: add a learned (1, h, w, embed_dim) position embedding.
-        window_size: window side (tokens) of the window blocks.
-        window_block_indexes: indexes of the blocks that use window attention.
+        window_size, window_block_indexes: window side (tokens), indexes of the window-attention blocks.
     Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
     """
 
@@ -789,21 +709,15 @@ class SimpleViT(nn.Module):
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, use_abs_pos=True, window_size=4,
                  window_block_indexes=(0, 2)):
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
-        _check_block_indexes(window_block_indexes, depth)
+        _check(img_size % patch_size == 0, f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
         self.img_size = img_size
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
                                       in_chans=in_chans, embed_dim=embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
-        dpr = _block_drop_rates(drop_path_rate, depth)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
-                             norm_layer=norm_layer, act_layer=act_layer,
-                             window_size=window_size if i in window_block_indexes else 0)
-            for i in range(depth)
-        ])
+        self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
+                                  num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  norm_layer=norm_layer, act_layer=act_layer)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         if self.pos_embed is not None:
@@ -816,8 +730,7 @@ class SimpleViT(nn.Module):
 
     def forward(self, x):
         if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"SimpleViT expects (B, C, {self.img_size}, {self.img_size}) images, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(f"SimpleViT needs (B, C, {self.img_size}, {self.img_size}) images, got {tuple(x.shape)}")
         x = self.patch_embed(x)  # (B, h, w, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed
@@ -830,37 +743,24 @@ class SimpleViT(nn.Module):
 class ImprovedViT(nn.Module):
     """A hybrid ViT for 128x128 scenes trained from scratch on ~100K images.
 
-    Design (each choice is a known remedy for ViTs on small data):
-    - Convolutional stem (Xiao et al. 2021): three stride-2 3x3 conv + BN + ReLU
-      stages and a 1x1 projection replace the 16x16 patchify. It gives the
-      locality and translation bias a plain ViT lacks, and stabilizes training.
-    - Smaller effective patches: stride 8 gives a 16x16 grid, 256 tokens (SimpleViT:
-      64), so a token covers 8x8 pixels of the 128x128 scene.
-    - More depth at DeiT-Tiny width: 12 blocks of width 192, 3 heads of 64 channels.
-    - Interleaved window and global attention (ViTDet-style): blocks 2, 5, 8, 11
-      attend globally, the others inside 8x8-token windows (64 tokens, which
-      divide the 16x16 grid, so no padding), keeping a local bias in most blocks.
-    - Fixed 2D sin-cos positions (Beyer et al. 2022): no parameters to learn from
-      little data.
-    - Stochastic depth rising linearly to ``drop_path_rate`` = 0.1; global average
-      pooling, LayerNorm, linear head; timm-style init.
-    Budget at the defaults (measured with bench_attention.py on a 2-core CPU):
-    5.78M parameters, 3.36 forward GFLOPs per image (FlopCounterMode, explicit
-    attention path), 256 tokens; SimpleViT: 1.96M, 0.25 GFLOPs, 64 tokens.
-    The training recipe this is meant for (warmup, label smoothing, AdamW with no
+    Each choice is a known remedy for ViTs on small data: a convolutional stem (Xiao et al. 2021;
+    three stride-2 3x3 conv + BN + ReLU and a 1x1 projection) instead of the 16x16 patchify, for
+    locality and stable training; stride 8, so 256 tokens of 8x8 pixels (SimpleViT: 64); 12 blocks
+    at DeiT-Tiny width (192, 3 heads); 8x8-token window attention in most blocks, global in blocks
+    2, 5, 8, 11 (ViTDet); fixed 2D sin-cos positions (Beyer et al. 2022); stochastic depth up to
+    0.1, average pooling, LayerNorm, linear head, timm-style init. Defaults: 5.78M parameters,
+    3.36 forward GFLOPs per image. Its training recipe (warmup, label smoothing, AdamW without
     decay on 1-D parameters) lives in main.py.
 
     Args:
         img_size: side of the square input; a multiple of 2 ** len(stem_channels).
-        num_classes: number of output logits.
-        in_chans: input channels.
+        num_classes, in_chans: output logits and input channels.
         stem_channels: output channels of the stride-2 conv stages of the stem.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width (a
-            multiple of 4 and of num_heads), blocks, heads, MLP ratio, qkv bias.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width (a multiple of 4 and of
+            num_heads), blocks, heads, MLP ratio, qkv bias.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
         norm_layer, act_layer: normalization and activation classes of the blocks.
-        window_size: window side (tokens) of the window blocks.
-        window_block_indexes: indexes of the blocks that use window attention.
+        window_size, window_block_indexes: window side (tokens), indexes of the window-attention blocks.
     Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
     """
 
@@ -869,29 +769,23 @@ class ImprovedViT(nn.Module):
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size=8,
                  window_block_indexes=(0, 1, 3, 4, 6, 7, 9, 10)):
         super().__init__()
-        _check_block_indexes(window_block_indexes, depth)
         self.img_size = img_size
         self.stem = ConvStem(in_chans, embed_dim, channels=stem_channels)
-        if img_size % self.stem.stride:
-            raise ValueError(f"img_size ({img_size}) must be a multiple of the stem stride ({self.stem.stride})")
+        _check(img_size % self.stem.stride == 0, f"img_size ({img_size}) must be a multiple of the stem stride "
+                                                 f"({self.stem.stride})")
         grid = img_size // self.stem.stride
         self.register_buffer("pos_embed", sincos_pos_embed_2d(grid, grid, embed_dim)[None],
                              persistent=False)  # (1, h, w, C)
-        dpr = _block_drop_rates(drop_path_rate, depth)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
-                             norm_layer=norm_layer, act_layer=act_layer,
-                             window_size=window_size if i in window_block_indexes else 0)
-            for i in range(depth)
-        ])
+        self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
+                                  num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  norm_layer=norm_layer, act_layer=act_layer)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         self.apply(_vit_init_weights)
 
     def forward(self, x):
         if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"ImprovedViT expects (B, C, {self.img_size}, {self.img_size}) images, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(f"ImprovedViT needs (B, C, {self.img_size}, {self.img_size}) images, got {tuple(x.shape)}")
         x = self.stem(x) + self.pos_embed  # (B, h, w, C)
         for blk in self.blocks:
             x = blk(x)
@@ -957,182 +851,79 @@ def get_val_transforms(normalize=True):
 ################################################################################
 
 
+def _valid_range(input, mean, std):
+    """Per-channel bounds (1, C, 1, 1) of images in [0, 1] normalized with ``mean`` and ``std``, on the
+    input's device in float32 (float64 for float64). Raises ValueError unless ``input`` is a (B, C, H, W)
+    floating batch within them; one host sync."""
+    _check(input.dim() == 4 and input.is_floating_point() and input.shape[1] == len(mean),
+           f"input must be a (B, {len(mean)}, H, W) floating tensor, got {tuple(input.shape)} {input.dtype}")
+    bounds = [[(v - m) / s for m, s in zip(mean, std)] for v in (0.0, 1.0)]  # (2, C): pixels 0 and 1
+    bounds = torch.tensor(bounds, dtype=torch.promote_types(input.dtype, torch.float32)).to(input.device)
+    low, high = bounds.view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
+    tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
+    if input.numel() and ((input < low - tol) | (input > high + tol)).any():
+        raise ValueError(f"input in [{input.min().item():.3f}, {input.max().item():.3f}] lies outside the valid "
+                         f"range {low.flatten().tolist()} to {high.flatten().tolist()} per channel: not [0, 1] "
+                         f"images normalized with mean={mean}, std={std}")
+    return low, high
+
+
 class PGDAttack:
-    """L-inf projected gradient descent towards the least-confident label.
-
-    ``perturb(model, input)`` picks, for every image, the label that the model finds least
-    likely on the clean input, then takes ``num_steps`` steps
-    ``x <- x - step_size * sign(grad_x loss_fn(model(x), target))`` that make that label more
-    likely, each followed by a projection onto the L-inf ball of radius ``epsilon`` around the
-    input intersected with the valid image range (the iterative least-likely-class method of
-    Kurakin et al., "Adversarial Machine Learning at Scale", ICLR 2017).
-
-    Units: ``epsilon`` and ``step_size`` are in the units of the model's input, i.e. of images
-    normalized with ``mean`` and ``std``; with the ImageNet std, 0.1 is about 0.0225 of the [0, 1]
-    pixel range (about 6 of 255 levels). Channel c of a valid input lies in
-    [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
-
-    Args:
-        loss_fn: callable (logits (B, K), target (B,) int64) -> loss, either a scalar (mean or
-            sum over the batch, e.g. nn.CrossEntropyLoss()) or (B,) per-sample losses.
-        num_steps: int >= 0, number of sign-gradient steps.
-        step_size: float > 0, change of every element per step.
-        epsilon: float >= 0, radius of the L-inf ball around the input.
-        random_start: start from a uniform random point of the ball instead of the input itself
-            (off by default, as in the course's starter).
-        mean, std: per-channel statistics that the inputs were normalized with.
-
-    The input's range is checked on the CPU before the attack. On CUDA the check runs on the
-    device and its verdict comes back without the host waiting for it: a batch outside the
-    range raises the ValueError at a later call to ``perturb``, the first after the GPU got there.
+    """L-inf PGD towards the least-confident label (the iterative least-likely-class method of Kurakin
+    et al., "Adversarial Machine Learning at Scale", ICLR 2017). ``epsilon`` (the radius) and ``step_size``
+    are in input units, images normalized with ``mean`` and ``std`` (ImageNet std: 0.1 is about 6 of 255
+    levels); channel c of a valid input lies in [(0 - mean[c]) / std[c], (1 - mean[c]) / std[c]].
+    ``loss_fn(logits (B, K), target (B,) int64)`` returns a scalar (e.g. nn.CrossEntropyLoss()) or (B,)
+    losses. ``random_start``: start from a uniform random point of the ball (off, as in the starter).
     """
 
     def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, random_start=False,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        if not (math.isfinite(step_size) and step_size > 0):
-            raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
-        if not (math.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-        if len(mean) != len(std) or not all(s > 0 for s in std):
-            raise ValueError(f"mean and std need one entry per channel and std > 0, got mean={mean}, std={std}")
-        self.loss_fn = loss_fn
-        self.num_steps = num_steps
-        self.step_size = step_size
-        self.epsilon = epsilon
-        self.random_start = random_start
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.low = torch.tensor([(0.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
-        self.high = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float64)  # (C,)
-        self._init_device_state()
-
-    def _init_device_state(self):
-        """Per-run state, neither copied nor pickled: the valid-range bounds per (device, dtype)
-        and the CUDA range checks in flight, each (pinned host verdict, CUDA event)."""
-        self._bounds = {}
-        self._pending_checks = []
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_bounds"], state["_pending_checks"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_device_state()
+        _check(isinstance(num_steps, int) and num_steps >= 0, f"num_steps must be an int >= 0, got {num_steps!r}")
+        _check(0 < step_size < math.inf and 0 <= epsilon < math.inf,
+               f"step_size must be finite and > 0, epsilon finite and >= 0, got {step_size!r}, {epsilon!r}")
+        _check(len(mean) == len(std) and min(std) > 0, f"mean, std: one per channel, std > 0, got {mean}, {std}")
+        self.loss_fn, self.num_steps, self.step_size, self.epsilon = loss_fn, num_steps, step_size, epsilon
+        self.random_start, self.mean, self.std = random_start, tuple(mean), tuple(std)
 
     def perturb(self, model, input):
-        """Adversarial version of ``input`` for ``model``.
-
-        Args:
-            model: nn.Module mapping (B, C, H, W) to logits (B, K). It runs in eval mode and
-                with ``requires_grad`` off on its parameters while attacked (so that no weight
-                gradient is computed, not even by a custom autograd Function), and gets both back
-                afterwards, also on an exception; the ``.grad`` of its parameters are left as they were.
-            input: (B, C, H, W) floating tensor normalized with ``mean``/``std`` (every channel
-                within its valid range). It is not modified.
-        Returns:
-            (B, C, H, W) detached tensor of the input's dtype and device, with
-            ``|output - input| <= epsilon`` and every channel within its valid range.
-        Raises:
-            TypeError: ``model`` is not an nn.Module.
-            ValueError: ``input`` is not a 4-D floating tensor with len(mean) channels, or lies
-                outside the valid range (not normalized with ``mean``/``std``; on CUDA: an earlier
-                call's input, see the class docstring).
-            RuntimeError: called inside torch.inference_mode(), where autograd cannot run.
+        """Adversarial version of normalized images ``input`` (B, C, H, W) for ``model`` (nn.Module, -> (B, K)
+        logits): ``num_steps`` steps x <- x - step_size * sign(grad_x loss_fn(model(x), target)) towards the
+        label least likely on ``input``, each projected onto the ``epsilon`` ball around it and the valid range.
+        The model runs in eval mode, in float32 without autocast, its parameters' requires_grad off; its mode
+        and flags come back, its ``.grad`` untouched. Returns (B, C, H, W) of the input's dtype, without graph.
+        Raises ValueError for an input outside the valid range (see :func:`_valid_range`).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if torch.is_inference_mode_enabled():
             raise RuntimeError("PGDAttack.perturb needs autograd: call it outside torch.inference_mode()")
-        x0 = input.detach()
-        low, high = self._check_range(x0)
-        ball_low = torch.maximum(x0 - self.epsilon, low)  # (B, C, H, W)
-        ball_high = torch.minimum(x0 + self.epsilon, high)  # (B, C, H, W)
-        was_training = model.training
-        frozen = [p for p in model.parameters() if p.requires_grad]
-        model.eval()
+        low, high = _valid_range(input, self.mean, self.std)  # (1, C, 1, 1) each, float32 (or float64)
+        x0 = input.detach().to(low.dtype)  # fp16 / bf16 -> float32
+        ball_low, ball_high = torch.max(x0 - self.epsilon, low), torch.min(x0 + self.epsilon, high)  # (B, C, H, W)
+        was_training, params = model.training, [p for p in model.parameters() if p.requires_grad]
+        model.eval().requires_grad_(False)  # no BatchNorm update, no dropout, no adversarial hook; no weight grads
         try:
-            for p in frozen:
-                p.requires_grad_(False)  # gradients for the input only
-            with torch.enable_grad():
-                return self._descend(model, x0, ball_low, ball_high)
+            # fp32 with autocast off: under fp16 autocast the input gradient underflows to 0 (no step)
+            with torch.enable_grad(), torch.autocast(x0.device.type, enabled=False):
+                target, x = None, x0.clone()
+                if self.random_start:
+                    with torch.no_grad():
+                        target = model(x0).argmin(dim=1)  # (B,) least-confident label of the clean input
+                    x = torch.clamp(x + torch.empty_like(x).uniform_(-self.epsilon, self.epsilon), ball_low, ball_high)
+                for _ in range(self.num_steps):
+                    x.requires_grad_(True)
+                    logits = model(x)  # (B, K)
+                    if target is None:  # x is the clean input: this forward also gives step 1's gradient
+                        target = logits.detach().argmin(dim=1)  # (B,)
+                    loss = self.loss_fn(logits, target).sum()  # sum: per-sample losses work too; sign() drops the scale
+                    grad, = torch.autograd.grad(loss, x)  # the input's gradient only; no graph kept
+                    x = torch.clamp(x.detach() - self.step_size * grad.sign(), ball_low, ball_high)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
             model.train(was_training)
-
-    def _check_range(self, x0):
-        """Valid-range bounds (1, C, 1, 1) for ``x0``; raise if ``x0`` is no normalized batch
-        (on CUDA: if an earlier call's verdict has come back saying so)."""
-        if x0.dim() != 4 or not x0.is_floating_point() or x0.shape[1] != len(self.mean):
-            raise ValueError(f"input must be a (B, {len(self.mean)}, H, W) floating tensor, "
-                             f"got {tuple(x0.shape)} {x0.dtype}")
-        low, high = self._device_bounds(x0)
-        if not x0.numel():
-            return low, high
-        tol = max(1e-3, 8 * torch.finfo(x0.dtype).eps)
-        outside = ((x0 < low - tol) | (x0 > high + tol)).any()  # 0-d bool on x0's device
-        if x0.device.type == "cuda":
-            verdict = torch.stack([outside.float(), x0.amin().float(), x0.amax().float()])  # (3,) on the GPU
-            host = torch.empty(3, pin_memory=True)
-            host.copy_(verdict, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-            self._pending_checks.append((host, done))
-            self._raise_for_returned_checks()
-        elif outside:
-            raise ValueError(self._range_message(x0.min().item(), x0.max().item(), "input"))
-        return low, high
-
-    def _device_bounds(self, x0):
-        """(low, high), each (1, C, 1, 1) on x0's device and dtype, copied there once."""
-        key = (x0.device, x0.dtype)
-        if key not in self._bounds:
-            both = torch.stack([self.low, self.high]).to(x0.dtype)  # (2, C)
-            if x0.device.type == "cuda":
-                both = both.pin_memory()  # an asynchronous copy, not one that waits for the GPU
-            both = both.to(x0.device, non_blocking=True)
-            self._bounds[key] = (both[0].view(1, -1, 1, 1), both[1].view(1, -1, 1, 1))
-        return self._bounds[key]
-
-    def _raise_for_returned_checks(self):
-        """Raise the ValueError for the oldest CUDA range check that has come back outside the
-        range; checks whose copy has not finished yet stay pending (nothing waits for them)."""
-        while self._pending_checks and self._pending_checks[0][1].query():
-            host, _ = self._pending_checks.pop(0)
-            outside, lowest, highest = host.tolist()
-            if outside:
-                self._pending_checks.clear()
-                raise ValueError(self._range_message(lowest, highest, "an input of an earlier call"))
-
-    def _range_message(self, lowest, highest, what):
-        return (f"{what} has values in [{lowest:.3f}, {highest:.3f}] outside the valid range per channel, "
-                f"low={self.low.tolist()} high={self.high.tolist()}: it must be normalized [0, 1] images "
-                f"with mean={self.mean}, std={self.std}")
-
-    def _descend(self, model, x0, ball_low, ball_high):
-        """The PGD loop (eval mode, grad enabled); returns the detached (B, C, H, W) result."""
-        target = None
-        x = x0.clone()
-        if self.random_start:
-            with torch.no_grad():
-                target = model(x0).argmin(dim=1)  # (B,) least-confident label of the clean input
-            x = torch.clamp(x + torch.empty_like(x).uniform_(-self.epsilon, self.epsilon), ball_low, ball_high)
-        for _ in range(self.num_steps):
-            x.requires_grad_(True)
-            logits = model(x)  # (B, K)
-            if target is None:
-                # x is still the clean input: this forward also gives the gradient of step 1
-                target = logits.detach().argmin(dim=1)  # (B,)
-            loss = self.loss_fn(logits, target).sum()  # sum: per-sample losses work too; sign() drops the scale
-            grad, = torch.autograd.grad(loss, x)
-            x = torch.clamp(x.detach() - self.step_size * grad.sign(), ball_low, ball_high)
-        return x.detach()
+            for p in params:
+                p.requires_grad_(True)
+        return x.to(input.dtype)  # no graph: every step starts from a detached x
 
 
 default_attack = PGDAttack
@@ -1147,47 +938,18 @@ def denormalize(input, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (input.detach() * std + mean).clamp_(0.0, 1.0)
 
 
-def _check_n_rows(n_rows):
-    """Raise unless ``n_rows`` (images per mosaic row) is an int >= 1."""
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
-        raise ValueError(f"n_rows (images per row) must be an int >= 1, got {n_rows!r}")
-
-
 def vis_grid(input, n_rows=10):
     """Mosaic of a normalized batch, de-normalized so that it looks like the photos.
 
     Args:
         input: (B, 3, H, W) images normalized with IMAGENET_MEAN / IMAGENET_STD.
-        n_rows: images per row of the mosaic (torchvision's ``nrow``).
+        n_rows: images per row of the mosaic (torchvision's ``nrow``), an int >= 1.
     Returns:
         (3, H', W') float tensor in [0, 1], ready for ``SummaryWriter.add_image``.
     """
-    _check_n_rows(n_rows)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"n_rows (images per row) must be an int >= 1, got {n_rows!r}")
     return make_grid(denormalize(input), nrow=n_rows)
-
-
-def vis_adversarial(input, adv_input, n_rows=10):
-    """The three TensorBoard images of an attack: originals, adversarials and their difference.
-
-    The difference is taken in pixel units and amplified so that the largest change of the batch
-    reaches black or white: ``0.5 + 0.5 * (adv - org) / max|adv - org|``; mid-grey means
-    unchanged (all grey when nothing changed).
-
-    Args:
-        input, adv_input: (B, 3, H, W) clean and adversarial batches, normalized with
-            IMAGENET_MEAN / IMAGENET_STD.
-        n_rows: images per row of each mosaic.
-    Returns:
-        (org, adv, diff): three (3, H', W') float tensors in [0, 1].
-    """
-    if input.shape != adv_input.shape:
-        raise ValueError(f"input and adv_input shapes differ: {tuple(input.shape)} vs {tuple(adv_input.shape)}")
-    _check_n_rows(n_rows)
-    org, adv = denormalize(input), denormalize(adv_input)  # (B, 3, H, W) each
-    diff = adv - org
-    peak = diff.abs().max()
-    diff = 0.5 + 0.5 * diff / peak if peak > 0 else torch.full_like(diff, 0.5)
-    return make_grid(org, nrow=n_rows), make_grid(adv, nrow=n_rows), make_grid(diff, nrow=n_rows)
 
 
 default_visfunction = vis_grid

@@ -259,22 +259,37 @@ def test_bad_arguments_raise_value_error(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(kernel_size=(3, 5)), "kernel_size"),
+    (dict(kernel_size=(3, 5)), "square"),
     (dict(kernel_size=3, stride=(1, 2)), "stride"),
     (dict(kernel_size=3, dilation=2), "dilation"),
     (dict(kernel_size=3, groups=3), "groups"),
     (dict(kernel_size=3, padding="same"), "padding"),
 ])
-def test_module_rejects_what_it_cannot_compute(kwargs, message):
+def test_module_builds_as_the_course_and_raises_at_forward_for_what_it_cannot_compute(kwargs, message):
+    conv = CustomConv2d(3, 6, **kwargs)  # the course's constructor accepts these
+    for name, value in kwargs.items():
+        assert getattr(conv, name) == value
     with pytest.raises(ValueError, match=message):
-        CustomConv2d(3, 6, **kwargs)
+        conv(torch.randn(1, 3, 8, 8))
+
+
+def test_module_attributes_and_repr_are_the_course_wrapper():
+    conv = CustomConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            conv.groups) == (3, 64, 7, 2, 3, 1, 1)
+    assert conv.weight.shape == (64, 3, 7, 7) and conv.bias.shape == (64,)
+    assert repr(conv) == "CustomConv2d(3, 64, kernel_size=7, stride=2, padding=3)"
+    no_bias = CustomConv2d(64, 64, 1, bias=False)
+    assert no_bias.bias is None
+    assert repr(no_bias) == "CustomConv2d(64, 64, kernel_size=1, stride=1, padding=0, bias=False)"
+    assert list(no_bias.state_dict()) == ["weight"]
 
 
 def test_module_matches_nn_conv2d_init_and_output():
     torch.manual_seed(3)
-    native = nn.Conv2d(4, 6, (3, 3), stride=(2, 2), padding=1)
+    native = nn.Conv2d(4, 6, 3, stride=2, padding=1)
     torch.manual_seed(3)
-    custom = CustomConv2d(4, 6, (3, 3), stride=(2, 2), padding=1)
+    custom = CustomConv2d(4, 6, 3, stride=2, padding=1)
     torch.testing.assert_close(custom.weight, native.weight, rtol=0, atol=0)
     torch.testing.assert_close(custom.bias, native.bias, rtol=0, atol=0)
     x = torch.randn(2, 4, 9, 8)

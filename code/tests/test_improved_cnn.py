@@ -5,12 +5,17 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import student_code
 from custom_dataloader import MiniPlacesLoader
 from pretrained import build_resnet18
 from student_code import CustomConv2d, ResidualBlock, SceneResNet, SimpleNet
+
+
+def flop_counter():
+    """torch.utils.flop_counter.FlopCounterMode (torch >= 2.1); the budget tests skip without it."""
+    return pytest.importorskip("torch.utils.flop_counter").FlopCounterMode(display=False)
+
 
 TINY = dict(widths=(8, 16), depths=(1, 2), stem_width=8)
 
@@ -67,6 +72,20 @@ def test_default_cnn_model_is_scene_resnet_and_simplenet_stays():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("conv_op", [nn.Conv2d, CustomConv2d])
+def test_simplenet_keeps_pytorch_default_init(conv_op):
+    """The course's SimpleNet never calls its reset_parameters: every conv and linear layer keeps
+    PyTorch's default init, weights and biases uniform within 1 / sqrt(fan_in)."""
+    torch.manual_seed(0)
+    layers = [m for m in SimpleNet(conv_op=conv_op, num_classes=100).modules() if isinstance(m, (conv_op, nn.Linear))]
+    assert len(layers) == 8
+    for m in layers:
+        bound = 1 / math.sqrt(m.weight[0].numel())
+        for p in (m.weight, m.bias):
+            assert p.abs().max() <= bound, f"{m}: beyond the default-init bound"
+            assert p.abs().max() > 0.8 * bound and torch.count_nonzero(p) == p.numel(), f"{m}: not the default init"
+
+
 @pytest.mark.parametrize("size, grid", [(128, 4), (64, 2), (100, 4)])
 def test_stage_grids_of_default_model(size, grid):
     with torch.device("meta"):
@@ -93,28 +112,26 @@ def test_budget_matches_independent_count_and_docstring():
         model = SceneResNet()
         x = torch.empty(1, 3, 128, 128)
     params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         model.eval()(x)
     flops = counter.get_total_flops()
     assert (params, flops) == expected_params_and_flops((64, 128, 256, 512), (2, 3, 4, 2), 32, 100, 128)
     assert 1e9 <= flops <= 2.5e9
-    row = f"SceneResNet (defaults)     {params / 1e6:.2f} M    {flops / 1e9:.2f}"
-    assert row in SceneResNet.__doc__
+    assert f"{params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOPs at the" in SceneResNet.__doc__
 
 
 @pytest.mark.parametrize("name, build", [
-    ("SimpleNet (starter)        ", lambda: SimpleNet(num_classes=100)),
-    ("ResNet18 (torchvision)     ", lambda: build_resnet18(num_classes=100, pretrained=False)),
+    ("SimpleNet", lambda: SimpleNet(num_classes=100)),
+    ("ResNet18", lambda: build_resnet18(num_classes=100, pretrained=False)),
 ])
 def test_docstring_budget_of_reference_models(name, build):
     with torch.device("meta"):
         model = build()
         x = torch.empty(1, 3, 128, 128)
     params = sum(p.numel() for p in model.parameters())
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         model.eval()(x)
-    row = f"{name}{params / 1e6:5.2f} M    {counter.get_total_flops() / 1e9:.2f}"
-    assert row in SceneResNet.__doc__
+    assert f"{name} {params / 1e6:.2f}M, {counter.get_total_flops() / 1e9:.2f} GFLOPs" in SceneResNet.__doc__
 
 
 def test_every_conv_goes_through_conv_op_with_int_arguments():
@@ -145,7 +162,6 @@ def test_custom_conv_model_matches_conv2d_model():
 @pytest.mark.parametrize("in_channels, out_channels, stride", [(8, 8, 1), (8, 16, 2), (8, 16, 1)])
 def test_residual_block_starts_as_its_shortcut(in_channels, out_channels, stride):
     block = ResidualBlock(nn.Conv2d, in_channels, out_channels, stride)
-    block.apply(SceneResNet._init_weights)
     block.zero_init_last()
     x = torch.randn(2, in_channels, 9, 9)
     for mode in (True, False):
@@ -207,7 +223,7 @@ def test_channels_last_gives_same_logits():
     (dict(widths=(), depths=()), r"\(\)"),
     (dict(widths=(64, -1), depths=(1, 1)), "-1"),
     (dict(widths=(64, 128), depths=(1, 0)), r"\(1, 0\)"),
-    (dict(stem_width=0), r"\(0,\)"),
+    (dict(stem_width=0), "stem_width 0"),
     (dict(drop_rate=1.0), "1.0"),
 ])
 def test_bad_arguments_fail_fast(kwargs, bad):

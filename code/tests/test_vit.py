@@ -5,10 +5,15 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import student_code
 from student_code import Attention, ImprovedViT, SimpleViT, sincos_pos_embed_2d
+
+
+def flop_counter():
+    """torch.utils.flop_counter.FlopCounterMode (torch >= 2.1); the budget tests skip without it."""
+    return pytest.importorskip("torch.utils.flop_counter").FlopCounterMode(display=False)
+
 
 TINY_SIMPLE = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=3, num_heads=2,
                    window_size=2, window_block_indexes=(0, 2))
@@ -139,7 +144,7 @@ def test_improved_vit_structure_and_budget():
     assert model.pos_embed.shape[1] * model.pos_embed.shape[2] > 64, "more tokens than SimpleViT"
     set_fused(model, False)
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         assert model(torch.randn(1, 3, 128, 128)).shape == (1, 100)
     assert counter.get_total_flops() <= 4e9, "over the ~4 GFLOPs per image budget"
 
