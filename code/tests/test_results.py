@@ -4,6 +4,7 @@ import contextlib
 import csv
 import inspect
 import io
+import dataclasses
 import json
 import os
 import re
@@ -290,9 +291,12 @@ def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fak
     torch.save({"epoch": 1}, os.path.join(cut, "models", "checkpoint.pth.tar"))
     st = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert st["status"] == "finished" and st["run_dir"] == os.path.basename(cut) and runner.checkpoint_epoch(cut) == 2
-    assert st["code"] == runner.code_version() and re.fullmatch(r"commit [0-9a-f]{7,}( \+ uncommitted changes)?|"
+    assert st["code"] == runner.code_version() and re.fullmatch(r"(uncommitted changes on )?commit [0-9a-f]{7,}|"
                                                                 r"not a git checkout", st["code"])
     assert calls(fake_main)[-1][-2:] == ["--resume", os.path.join(cut, "models", "checkpoint.pth.tar")]
+    recorded = shlex.split(st["command"])
+    assert not [a for a in recorded if os.path.isabs(a)], "the record holds no absolute path"
+    assert recorded[2] == os.path.relpath(demo_data, runner.CODE_DIR) and recorded[:2] == ["python", "main.py"]
     again = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert again["note"] == "finished earlier" and len(calls(fake_main)) == 1
     changed = Experiment("simplenet", "I.2", "SimpleNet", (*flags, "--wd", "0"), flags)
@@ -305,6 +309,24 @@ def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fak
     stuck = Experiment("vit", "II", "exits 0 without training", (*flags, "--noop"), flags)
     st = runner.run_one(stuck, "demo", demo_data, DEMO_LABEL, logs, (stuck,), main_py=main_py)
     assert st["status"] == "failed" and st["reason"].endswith("the newest checkpoint has epoch 0, not 2")
+
+
+def test_a_row_can_be_another_rows_demo_run(demo_data, tmp_path, fake_main):
+    logs = str(tmp_path / "logs" / "demo")
+    flags = ("--arch", "simplenet", "--epochs", "2")
+    table = (Experiment("base", "I.2", "SimpleNet", flags, flags),
+             Experiment("same", "I.1", "SimpleNet, nn.Conv2d", flags, ("--epochs", "9"), demo_run_of="base"),
+             Experiment("only-full", "I.2", "not at demo", None, flags))
+    runner.check_table(table)
+    with pytest.raises(runner.RunnerError, match="must be a training row above it with the same demo flags"):
+        runner.check_table((table[0], dataclasses.replace(table[1], demo=("--epochs", "3"))))
+    early = runner.run_one(table[1], "demo", demo_data, DEMO_LABEL, logs, table, main_py=str(fake_main / "main.py"))
+    assert early["status"] == "skipped" and "base's" in early["reason"]
+    st = runner.run_all(table, "demo", demo_data, logs, main_py=str(fake_main / "main.py"))
+    assert list(st) == ["base", "same"], "rows without demo flags are not in the demo plan"
+    assert len(calls(fake_main)) == 1, "the shared run is trained once"
+    assert st["same"]["status"] == "finished" and st["same"]["run_of"] == "base"
+    assert os.path.isdir(os.path.join(logs, "same", st["same"]["run_dir"], "models")), "its run folder, from its own"
 
 
 def test_newest_run_orders_by_stamp_and_needs_a_checkpoint(tmp_path):
@@ -325,11 +347,13 @@ def test_runner_checks_its_table_and_data(demo_data, tmp_path):
         runner.check_table((Experiment("b", "I", "b", ("--lr", "1"), ("--epochs", "1")),))
     with pytest.raises(runner.RunnerError, match="not a training row above it"):
         runner.check_table((Experiment("p", "III", "p", ("-a",), ("-a",), target="a"), ok))
-    with pytest.raises(runner.RunnerError, match="need -a .attack. or -e .evaluation. at both scales"):
+    with pytest.raises(runner.RunnerError, match="need -a .attack. or -e .evaluation. at each scale"):
         runner.check_table((ok, Experiment("p", "III", "p", ("-e",), ("-a",), target="a")))
-    evals = [e for e in runner.EXPERIMENTS if e.target and "-e" in e.demo]
+    evals = [e for e in runner.EXPERIMENTS if e.target and "-e" in e.full]
     assert sorted(e.target for e in evals) == sorted(e.name for e in runner.EXPERIMENTS if not e.target), \
         "every trained row gets a -e evaluation"
+    trained = {e.name for e in runner.at_scale(runner.EXPERIMENTS, "demo") if not e.target and not e.demo_run_of}
+    assert {e.target for e in runner.at_scale(evals, "demo")} == trained, "at demo scale, each run once"
     with pytest.raises(runner.RunnerError, match="may hold only"):
         runner.check_table((Experiment("a_b", "I", "a", ("--epochs", "1"), ("--epochs", "1")),))
     runner.check_table(runner.EXPERIMENTS)
@@ -339,7 +363,7 @@ def test_runner_checks_its_table_and_data(demo_data, tmp_path):
         runner.prepare_data(str(tmp_path / "empty"), "full")
     assert runner.prepare_data(demo_data, "demo") == (True, "demo set (synthetic, 4 classes, 64 train / 16 val "
                                                             "images; not MiniPlaces)")
-    with pytest.raises(runner.RunnerError, match="unknown experiment"):
+    with pytest.raises(runner.RunnerError, match=r"\['nope'\] not in the demo plan"):
         runner.run_all((ok,), "demo", demo_data, str(tmp_path / "logs"), only=("nope",))
 
 
@@ -347,7 +371,8 @@ def test_runner_command_line_lists_the_plan(tmp_path, capsys):
     assert runner.main(["--demo", "--list", "--root", str(tmp_path)]) is None
     out = capsys.readouterr().out
     for exp in runner.EXPERIMENTS:
-        assert re.search(rf"^{re.escape(exp.name)} +not run$", out, re.M), exp.name
+        listed = re.search(rf"^{re.escape(exp.name)} +not run$", out, re.M)
+        assert bool(listed) == (exp.demo is not None), exp.name
 
 
 def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
@@ -365,7 +390,7 @@ def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
     assert done == {"ci_same.md": "written", "ci_stale.md": "removed", "ci_none.md": "not run"}
     text = (out / "ci_same.md").read_text()
     best = os.path.join(str(logs), "same", os.path.basename(run), "models", "model_best.pth.tar")
-    assert f"B: `{best}`" in text and "16 images" in text, "outside the repository: absolute paths"
+    assert f"B: `{os.path.relpath(best, runner.REPO_DIR)}`" in text and "16 images" in text, "no absolute paths"
     assert "difference +0.0 points, 95% paired-bootstrap interval [+0.0, +0.0]" in text, "one model against itself"
     assert sorted(os.listdir(out)) == ["ci_same.md"]
 
@@ -383,6 +408,9 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "CODE_DIR", str(repo / "code"))
     assert runner.code_version() == f"commit {head}"
     (repo / "code" / "m.py").write_text("x = 2\n")
-    assert runner.code_version() == f"commit {head} + uncommitted changes"
+    assert runner.code_version() == f"uncommitted changes on commit {head}"
+    with pytest.raises(runner.RunnerError, match=f"code/ has uncommitted changes on commit {head}: commit first"):
+        runner.check_clean(allow_dirty=False)
+    runner.check_clean(allow_dirty=True)
     monkeypatch.setattr(runner, "CODE_DIR", str(tmp_path))
     assert runner.code_version() == "not a git checkout"
