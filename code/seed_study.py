@@ -20,6 +20,7 @@ compare_checkpoints.py's bootstrap covers only which val images were drawn; this
 covers the randomness of training (initialization, data order, augmentation).
 """
 import argparse
+import collections
 import csv
 import dataclasses
 import math
@@ -119,8 +120,8 @@ def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None,
               attack_eps=None):
     """Train every (row, seed), row i for ``epochs[i]`` epochs, and attack each run when
     ``attack_eps`` is given; returns (per-row accuracies {name: [top-1 per seed]}, per-row PGD
-    top-1 {name: [...]} (empty lists without an attack), data label, hardware) or raises
-    RunnerError naming the runs that did not finish."""
+    top-1 {name: [...]} (empty lists without an attack), data label, hardware, code versions
+    ('commit 1a2b3c4 (6 runs)')) or raises RunnerError naming the runs that did not finish."""
     own_root = os.path.join(root, "logs", scale)
     log_root = os.path.join(own_root, "seeds")
     data = runner.prepare_data(data_dir, scale)
@@ -138,6 +139,7 @@ def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None,
                 jobs.append((row.name, log_root, (run, attack) if attack else (run,), run, attack))
     runner.check_table([x for *_, run, attack in jobs if run not in runner.EXPERIMENTS for x in (run, attack) if x])
     acc, pgd, failed, hardware = {row.name: [] for row in rows}, {row.name: [] for row in rows}, [], set()
+    codes = collections.Counter()
     for name, where, table, run, attack in jobs:
         for exp in (run, attack) if attack else (run,):
             print(f"{exp.name}: {exp.title}", flush=True)
@@ -148,15 +150,17 @@ def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None,
                 break
             if exp is run:
                 hardware.add(status["hardware"])
+                codes[status["code"]] += 1
                 acc[name].append(best_top1(where, run.name))
             else:
                 pgd[name].append(status["acc1"])
     if failed:
         raise runner.RunnerError(f"not finished: {', '.join(failed)} (see {log_root}/<name>/stdout.log)")
-    return acc, pgd, data[1], "; ".join(sorted(hardware))
+    code = "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in sorted(codes.items()))
+    return acc, pgd, data[1], "; ".join(sorted(hardware)), code
 
 
-def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale, pgd=None, attack_eps=None):
+def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale, pgd=None, attack_eps=None, code=None):
     """Write seeds_<A>_vs_<B>_e<EA>-<EB>.md and .csv into ``out_dir`` (with PGD top-1 columns
     when ``pgd`` holds each row's attacked top-1 per seed); returns the Markdown text."""
     (a, b) = [e.name for e in rows]
@@ -194,7 +198,8 @@ def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale,
         f"{a} for {epochs[0]} epochs and {b} for {epochs[1]}, {budget} "
         f"(`python seed_study.py --{scale} {a} {b} --seeds {' '.join(map(str, seeds))} "
         f"--epochs {epochs[0]} {epochs[1]}{f' --attack-eps {attack_eps:g}' if attack else ''}`). "
-        f"Data: {data_label}. Hardware: {hardware}. Top-1 is each run's best val top-1 over its epochs.{attack}",
+        f"Data: {data_label}. Hardware: {hardware}. {f'Code: {code}. ' if code else ''}"
+        f"Top-1 is each run's best val top-1 over its epochs.{attack}",
         "", *lines, "", *said, ""])
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write(text)
@@ -240,12 +245,12 @@ def main(argv=None):
         if min(epochs) < 1:
             raise runner.RunnerError(f"epochs {epochs} must be 1 or more")
         runner.check_clean(args.allow_dirty)
-        acc, pgd, data_label, hardware = run_study(rows, args.seeds, epochs, args.scale, os.path.abspath(args.data),
+        acc, pgd, data_label, hardware, code = run_study(rows, args.seeds, epochs, args.scale, os.path.abspath(args.data),
                                                    args.root, args.resnet18_weights, attack_eps=args.attack_eps)
     except runner.RunnerError as e:
         runner.fail(e)
     print(write_report(os.path.join(args.root, "results", args.scale), rows, args.seeds, epochs, acc, data_label,
-                       hardware, args.scale, pgd, args.attack_eps), end="")
+                       hardware, args.scale, pgd, args.attack_eps, code), end="")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_summary_of_paired_seeds():
 def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
     rows = (Experiment("small", "I.2", "SimpleNet", ("--arch", "simplenet", "--lr", "0.01", *TINY), TINY),
             Experiment("big", "I.2", "SimpleNet, higher lr", ("--arch", "simplenet", "--lr", "0.05", *TINY), TINY))
-    acc, pgd, data_label, hardware = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
+    acc, pgd, data_label, hardware, code = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
     log_root = tmp_path / "logs" / "demo" / "seeds"
     assert sorted(os.listdir(log_root)) == ["big-e1-seed3", "big-e1-seed4", "small-e1-seed3", "small-e1-seed4"]
     for name in ("small", "big"):
@@ -54,7 +54,7 @@ def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
     assert f"| 3 | {acc['small'][0]:.2f} | {acc['big'][0]:.2f} |" in text and "better in" in text
     assert (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().count("\n") == 3
     before = (log_root / "small-e1-seed3" / "stdout.log").read_text()
-    again, _, _, _ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
+    again, *_ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
     assert again == acc and (log_root / "small-e1-seed3" / "stdout.log").read_text() == before, "nothing retrained"
 
 
