@@ -302,9 +302,9 @@ def noise_points(acc, n):
 def trend(values, noise):
     """The shape of a series of accuracies, by a rule over its own numbers: 'flat' when all lie
     within ``noise`` of each other; 'mixed' when it ends within noise of where it started, or
-    climbs back by more than noise after falling (or falls back after rising); otherwise 'falls' or
-    'rises', and 'falls, then levels off' / 'rises, then levels off' when its last two or more
-    values lie within noise of each other."""
+    goes back against its overall direction by more than noise; otherwise 'falls' or 'rises', and
+    'falls, then levels off' / 'rises, then levels off' when its last two or more values lie
+    within noise of each other and change per point less than a third as fast as before them."""
     if max(values) - min(values) <= noise:
         return "flat"
     change = values[-1] - values[0]
@@ -316,11 +316,15 @@ def trend(values, noise):
         if sign * (best - v) > noise:  # went back against the overall direction by more than noise
             return "mixed"
         best = max(best, v) if sign > 0 else min(best, v)
-    tail = 1
-    while tail < len(values) and max(values[-tail - 1:]) - min(values[-tail - 1:]) <= noise:
-        tail += 1
+    start = len(values) - 1  # the tail: the longest run of last values within noise of each other
+    while start > 0 and max(values[start - 1:]) - min(values[start - 1:]) <= noise:
+        start -= 1
     word = "rises" if sign > 0 else "falls"
-    return f"{word}, then levels off" if tail >= 2 else word
+    if start == len(values) - 1:
+        return word
+    before = abs(values[start] - values[0]) / start
+    within = abs(values[-1] - values[start]) / (len(values) - 1 - start)
+    return f"{word}, then levels off" if within < before / 3 else word
 
 
 TREND_WORDS = {"flat": "stays flat within noise", "mixed": "goes up and down by more than noise, with no single trend"}
@@ -367,20 +371,20 @@ def gen_provenance(ctx):
         if summary is None:
             out.append(f"**{heading}.** {PLACEHOLDERS[scale]}")
             continue
-        finished = [s for s in summary["statuses"] if s["status"] == "finished" and not s.get("run_of")]
+        plan = {e.name for e in at_scale(EXPERIMENTS, scale)}
+        finished = [s for s in summary["statuses"] if s["status"] == "finished" and s["name"] in plan]
         hardware = sorted({s["hardware"] for s in finished})
         minutes = sum(s.get("seconds") or 0 for s in finished) / 60
-        codes = collections.Counter(s.get("code", "not recorded") for s in finished) + study_code(ctx, scale)
+        trained = [s for s in finished if not s.get("run_of")]
+        codes = collections.Counter(s.get("code", "not recorded") for s in trained) + study_code(ctx, scale)
         if len(codes) == 1 and next(iter(codes)).startswith("commit "):
             code = f"every run used {next(iter(codes))}"
         else:
             code = ("the runs used different code (regenerate them from one commit): "
                     + "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in sorted(codes.items())))
-        plan = len(at_scale(EXPERIMENTS, scale))
         out.append(f"**{heading}.** Data: {'; '.join(summary['data'])}. Hardware: {'; '.join(hardware) or 'none'}. "
-                   f"Code: {code}. {len(finished) + sum(1 for s in summary['statuses'] if s.get('run_of'))} of "
-                   f"{plan} experiments finished ({minutes:.0f} min of recorded run time, seed studies not "
-                   f"counted); each one's flags and state: "
+                   f"Code: {code}. {len(finished)} of {len(plan)} experiments finished ({minutes:.0f} min of "
+                   "recorded run time, seed studies not counted); each one's flags and state: "
                    f"`{rel(ctx, os.path.join(ctx.results, scale, 'experiments.md'))}`.")
     return "\n\n".join(out)
 
@@ -516,11 +520,17 @@ def findings_conv(ctx, scale):
     return [discussion(text)]
 
 
-def scheme_line(scale, rows):
-    """'SimpleNet 5 epochs, the improved CNN 2; batch 32, learning rate 0.05 (ResNet18: 0.01), 1
-    warm-up epoch, weight decay 0.0001.' from the rows' main.py flags at ``scale``: each setting's
-    most common value, and the rows that differ from it."""
-    parsed = {row: vars(main_args(row_flags(row, scale))) for row in rows if row_flags(row, scale) is not None}
+def scheme_line(ctx, scale, rows):
+    """'epochs: SimpleNet 5, the improved CNN 2; batch 32, learning rate 0.05 (ResNet18: 0.01),
+    warm-up epochs 1, weight decay 0.0001.' from the main.py flags each row ran with at ``scale``
+    (its plan's flags when it has not run): each setting's most common value, and the rows that
+    differ from it."""
+    parsed = {}
+    for row in rows:
+        ran = status_of(ctx, scale, row) if ctx.scales[scale] else None
+        flags = tuple(ran["args"]) if ran and ran["status"] == "finished" else row_flags(row, scale)
+        if flags is not None:
+            parsed[row] = vars(main_args(flags))
     epochs = join_names(f"{name(row)} {a['epochs']}" for row, a in parsed.items())
     settings = []
     for key, words in (("batch_size", "batch {}"), ("lr", "learning rate {:g}"), ("warmup", "warm-up epochs {}"),
@@ -539,7 +549,7 @@ def gen_cnn_scheme(ctx):
 def scheme_block(ctx, rows):
     """The scheme line of ``rows`` for each scale that has results (both when neither has)."""
     scales = [(s, h) for s, h in SCALE_HEADINGS if ctx.scales[s]] or SCALE_HEADINGS
-    return "\n".join(f"- {heading}: {scheme_line(scale, rows)}" for scale, heading in scales)
+    return "\n".join(f"- {heading}: {scheme_line(ctx, scale, rows)}" for scale, heading in scales)
 
 
 def gen_cnn_design(ctx):
