@@ -447,8 +447,10 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
 
 
 def status_line(status):
-    """A status as one line: 'finished', 'finished earlier', or 'failed: <reason>'."""
-    return f"{status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}"
+    """A status as one line: 'finished', 'finished earlier', 'finished (simplenet's run)' or
+    'failed: <reason>'."""
+    shared = f" ({status['run_of']}'s run)" if status.get("run_of") else ""
+    return f"{status.get('note') or status['status']}{shared}{': ' + status['reason'] if status['reason'] else ''}"
 
 
 def run_all(experiments, scale, data_dir, log_root, only=(), resnet18_weights=None, main_py=MAIN_PY):

@@ -91,6 +91,9 @@ def fake_demo(root, better, scale="demo", attacks=None):
         write_status(logs, status(exp.name, kind="attack", scale=scale, target=exp.target, args=list(args),
                                   epsilon=eps, num_steps=steps, acc1=acc[exp.name], acc5=acc[exp.name] + 20,
                                   run_dir=run_dir, code="commit abc1234"))
+    for target, top1 in (("simplenet", 70.0), ("cnn", 70.0 + 5 * better), ("vit", 80.0 + 5 * better)):
+        write_status(logs, status(f"eval-{target}", kind="eval", scale=scale, target=target, args=["-e"],
+                                  plain_acc1=top1, plain_acc5=top1 + 10, acc1=top1 + better, acc5=top1 + 10))
     return logs
 
 

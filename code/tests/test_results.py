@@ -103,7 +103,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     write_status(logs, status("cnn", status="skipped", reason="main.py does not accept these flags yet (x)"))
     write_images(str(logs / "pgd-simplenet" / "simplenet-attack_1"))
     attacks = [("pgd-simplenet", [], 0.1, 10, 12.5, "simplenet-attack_1"),
-               ("pgd-simplenet-eps0.02", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
+               ("pgd-simplenet-eps-low", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
                ("pgd-simplenet-steps1", ["--attack-steps", "1"], 0.1, 1, 25.0, None)]
     for name, args, eps, steps, acc1, run_dir in attacks:
         write_status(logs, status(name, kind="attack", target="conv-native", args=args, epsilon=eps, num_steps=steps,
@@ -127,9 +127,9 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     pgd = {r["attack"]: r for r in rows("pgd.csv")}
     assert float(pgd["pgd-simplenet"]["clean top-1 (%)"]) == 40.0, "clean = the target's best epoch"
     assert float(pgd["pgd-simplenet"]["top-1 drop (points)"]) == pytest.approx(27.5)
-    assert [float(pgd[n]["step size"]) for n in ("pgd-simplenet", "pgd-simplenet-eps0.02")] == [0.01, 0.002], \
+    assert [float(pgd[n]["step size"]) for n in ("pgd-simplenet", "pgd-simplenet-eps-low")] == [0.01, 0.002], \
         "main.py's step: the default, or scaled with --attack-eps"
-    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps0.02", "pgd-simplenet"]
+    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps-low", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
     for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png", "pgd_epsilon.png",
@@ -154,8 +154,8 @@ def test_make_results_compares_adversarial_training_and_flip_averaging(tmp_path)
     out = tmp_path / "results" / "demo"
     with open(out / "adv_robustness.csv") as f:
         adv = list(csv.DictReader(f))
-    assert [(r["epsilon"], r["steps"]) for r in adv] == [("0.1", "10"), ("0.5", "10")], "the settings run on both"
-    strong = adv[1]
+    assert [(r["epsilon"], r["steps"]) for r in adv] == [("0.5", "10")], "the settings run on both"
+    strong = adv[0]
     assert float(strong["standard: PGD top-1 (%)"]) == 40.0 and float(strong["adversarial: PGD top-1 (%)"]) == 50.0
     assert float(strong["adversarial - standard under PGD (points)"]) == pytest.approx(10.0)
     assert float(strong["standard: clean top-1 (%)"]) == 70.0 and float(strong["adversarial: clean top-1 (%)"]) == 68.0
@@ -169,7 +169,8 @@ def test_make_results_compares_adversarial_training_and_flip_averaging(tmp_path)
     assert summary["captions"]["compare_vit.png"].startswith("SimpleViT, improved ViT and improved CNN")
     experiments = (out / "experiments.md").read_text()
     for exp in runner.EXPERIMENTS:
-        assert f"| {exp.name} ({exp.title}) | {exp.part} | `{shlex.join(exp.demo)}" in experiments, exp.name
+        listed = f"| {exp.name} ({exp.title}) | {exp.part} | `{shlex.join(exp.demo or ())}" in experiments
+        assert listed == (exp.demo is not None), exp.name
     assert "| resnet18 (ResNet18, ImageNet fine-tuned) | I.2 | `" in experiments
     assert "| skipped: no ImageNet weights (offline) |" in experiments and "| not run |" in experiments
 
