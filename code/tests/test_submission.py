@@ -80,9 +80,10 @@ def test_relative_paths_urls_and_binary_files_pass(tmp_path):
     make_tree(tmp_path)
     (tmp_path / "results" / "ok.md").write_text("python main.py ../data --log-dir ../logs/demo/x; "
                                                 "https://download.pytorch.org/models/x.pth; code/data/y; a/tmp/b\n")
-    (tmp_path / "results" / "plot.png").write_bytes(b"\x89PNG\x00\x00" + (HOME + "/me/x").encode())
+    (tmp_path / "results" / "plot.png").write_bytes(b"\x89PNG" + (HOME + "/me/x").encode())  # not UTF-8
+    (tmp_path / "results" / "data.bin").write_bytes(b"\x00\x01" + (HOME + "/me/x").encode())  # UTF-8, with NUL
     names = zip_submission.build_zip(str(tmp_path), str(tmp_path / "a.zip"))
-    assert {"results/ok.md", "results/plot.png"} <= set(names)
+    assert {"results/ok.md", "results/plot.png", "results/data.bin"} <= set(names)
 
 
 def test_the_hand_in_holds_no_absolute_path():
