@@ -237,6 +237,7 @@ def test_two_measurements_of_one_thing_say_which_to_trust(tmp_path, monkeypatch)
     bench = "The benchmark measured 1.06 for SimpleNet at 2 threads"  # results/conv_benchmark.csv
     assert f"{bench}: they disagree. We trust the benchmark" in win["conv-results"], "0.90 per epoch, 1.06 there"
     assert f"{bench}: both say slower. We trust the benchmark" in lose["conv-results"], "1.10 and 1.06"
+    assert "after 3 epochs (the assignment asks for 10; the demo's CPU budget fits 3)." in win["conv-results"]
     seeds = "SimpleNet's 3 seeds at these epochs reach 68.0 to 72.0% (mean 70.0%)"
     assert f"{seeds}; we trust that range over the single SimpleNet run" in win["cnn-results"]
     assert f"{seeds}; the attacked checkpoint (70.0% clean) lies within that range, so it is a typical SimpleNet" \
