@@ -4,6 +4,7 @@
     python run_experiments.py --full          # MiniPlaces, the assignment's epochs (a GPU job)
     python run_experiments.py --demo --only simplenet conv-native conv-custom
     python run_experiments.py --demo --list   # the plan and each experiment's state; runs nothing
+    bash regenerate_demo.sh                   # the demo, its seed study and the report, in one go
 
 Every experiment is one call of main.py with its own folder ``<root>/logs/<scale>/<name>/``
 holding ``stdout.log`` (main.py's output, appended per attempt), ``status.json`` (what
@@ -15,7 +16,9 @@ target and records main.py's ``******Acc@1 X Acc@5 Y`` line; an evaluation exper
 ``-e`` there and records both of its lines (without, then with flip averaging). A failing
 experiment never stops the others. At the end compare_checkpoints.py writes the paired-bootstrap intervals of
 COMPARISONS (SimpleNet vs the improved CNN, SimpleViT vs the improved ViT), then make_results.py
-and ../writeup/build_report.py turn the logs into results/ and writeup/writeup.pdf.
+and ../writeup/build_report.py turn the logs into results/ and writeup/writeup.pdf. It refuses
+to run code that no commit holds (--allow-dirty for a trial), so every result names its commit,
+and it records paths relative to code/.
 """
 import argparse
 import datetime
@@ -66,7 +69,7 @@ VIT_DEMO = ("--warmup", "1", "-b", "32", "--lr", "0.001", "--wd", "0.05", "-j", 
 VIT_FULL = ("--epochs", "90", "--wd", "0.05", "--lr", "0.01")
 ATTACK_DEMO = ("-j", "2")
 # The demo images carry pixel noise of 18/255 (make_demo_data.py), three times the course's
-# default epsilon 0.1 (about 6/255), which then moves no prediction; at 0.5 the attack visibly lowers
+# default epsilon 0.1 (about 6/255), which then barely moves a prediction; at 0.5 the attack visibly lowers
 # top-1, so 0.5 is the demo's default attack.
 DEMO_EPS = ("--attack-eps", "0.5")
 DEMO_ADV = ("--adv-train", "0.5", "--adv-steps", "1", "--adv-eps", "0.5")  # trained at the attack's epsilon

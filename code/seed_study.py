@@ -12,7 +12,8 @@ Each (row, seed, epochs) is the row's main.py flags at that scale with ``--epoch
 same run share it). main.py's default seed with the row's own epochs is the row's own run of
 run_experiments.py (``<root>/logs/<scale>/<row>/``), not trained twice. ``--attack-eps EPS``
 also attacks every run's best checkpoint with PGD at that epsilon (``pgd-<run>``; the row's
-own run reuses run_experiments.py's attack row with the same flags) and reports its top-1 too. ``--epochs-factor K`` keeps the rows' budget ratio; ``--epochs`` sets each.
+own run reuses run_experiments.py's attack row with the same flags) and reports its top-1 too.
+``--epochs-factor K`` keeps the rows' budget ratio; ``--epochs`` sets each.
 The per-seed best val top-1 of both rows, their paired differences (B - A), the mean difference
 with a 95% Student-t interval over the seeds and the number of seeds B wins go to
 ``<root>/results/<scale>/seeds_<A>_vs_<B>_e<EA>-<EB>.md`` and ``.csv``.
@@ -171,18 +172,17 @@ def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale,
               f"{ratios[0]} times the epochs of run_experiments.py's table" if ratios[0] == ratios[1] else
               f"{ratios[0]} and {ratios[1]} times the epochs of run_experiments.py's table")
     measures = [("top1", "top-1", acc)] + ([("pgd_top1", "PGD top-1", pgd)] if pgd and pgd[a] else [])
-    per_seed = list(zip(seeds, *(v for _, _, m in measures for v in (m[a], m[b]))))
+    cells = [[f"{x:.2f}", f"{y:.2f}", f"{y - x:+.2f}"] for _, _, m in measures for x, y in zip(m[a], m[b])]
+    per_seed = [[str(seed), *(c for k in range(len(measures)) for c in cells[k * len(seeds) + i])]
+                for i, seed in enumerate(seeds)]  # seed, then (A, B, B - A) of each measure
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{stem}.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["seed", *(c for key, _, _ in measures for c in (f"{a}_{key}", f"{b}_{key}", f"{key}_difference"))])
-        w.writerows([seed, *(c for x, y in zip(vals[::2], vals[1::2]) for c in (f"{x:.2f}", f"{y:.2f}", f"{y - x:+.2f}"))]
-                    for seed, *vals in per_seed)
+        w.writerows(per_seed)
     head = " | ".join(f"{a} {label} (%) | {b} {label} (%) | {b} - {a} (points)" for _, label, _ in measures)
     lines = [f"| seed | {head} |", "|---" * (1 + 3 * len(measures)) + "|"]
-    lines += ["| " + " | ".join([str(seed), *(c for x, y in zip(vals[::2], vals[1::2])
-                                              for c in (f"{x:.2f}", f"{y:.2f}", f"{y - x:+.2f}"))]) + " |"
-              for seed, *vals in per_seed]
+    lines += [f"| {' | '.join(row)} |" for row in per_seed]
     said = []
     for _, label, m in measures:
         s = summarize(m[a], m[b])
@@ -245,8 +245,9 @@ def main(argv=None):
         if min(epochs) < 1:
             raise runner.RunnerError(f"epochs {epochs} must be 1 or more")
         runner.check_clean(args.allow_dirty)
-        acc, pgd, data_label, hardware, code = run_study(rows, args.seeds, epochs, args.scale, os.path.abspath(args.data),
-                                                   args.root, args.resnet18_weights, attack_eps=args.attack_eps)
+        acc, pgd, data_label, hardware, code = run_study(rows, args.seeds, epochs, args.scale,
+                                                         os.path.abspath(args.data), args.root, args.resnet18_weights,
+                                                         attack_eps=args.attack_eps)
     except runner.RunnerError as e:
         runner.fail(e)
     print(write_report(os.path.join(args.root, "results", args.scale), rows, args.seeds, epochs, acc, data_label,

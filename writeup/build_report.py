@@ -409,8 +409,8 @@ def conv_bench(ctx):
     by_threads = collections.defaultdict(list)
     for r in rows:
         by_threads[r["threads"]].append(r)
-    said = join_names(f"{join_names(float(r['train_ratio']).__format__('.2f') + ' (' + r['name'] + ')' for r in group)} "
-                      f"at {t} thread{'s' * (t != '1')}" for t, group in by_threads.items())
+    said = join_names(join_names(f"{float(r['train_ratio']):.2f} ({r['name']})" for r in group)
+                      + f" at {t} thread{'s' * (t != '1')}" for t, group in by_threads.items())
     memory = sorted({f"{float(r['peak_ratio']):.2f}" for r in rows})
     return (f"The benchmark (`code/bench_conv.py`, {hardware}, batch 32) timed a training step of whole networks with "
             f"CustomConv2d at {said} times nn.Conv2d's time, with {' to '.join([memory[0], memory[-1]][:len(memory)])} "
@@ -433,7 +433,8 @@ def runs_table(ctx, scale, rows):
 
 def gen_conv_results(ctx):
     """Block 'conv-results': the benchmark, then per scale the custom-vs-native runs and what they show."""
-    return f"{conv_bench(ctx)}\n\n{per_scale(ctx, lambda scale: [*conv_results(ctx, scale), *findings_conv(ctx, scale)])}"
+    runs = per_scale(ctx, lambda scale: [*conv_results(ctx, scale), *findings_conv(ctx, scale)])
+    return f"{conv_bench(ctx)}\n\n{runs}"
 
 
 def conv_results(ctx, scale):
@@ -567,7 +568,7 @@ def seed_table(studies, a, b):
         (f"epochs ({a} / {b})", lambda s: f"{s['epochs'][0]} / {s['epochs'][1]}"), ("seeds", lambda s: s["n"]),
         (f"mean top-1 (%, {a} / {b})", lambda s: f"{s['mean_a']:.1f} / {s['mean_b']:.1f}"),
         (f"{b} - {a} (points)", lambda s: f"{s['mean_diff']:+.1f}"),
-        ("95% t-interval", lambda s: f"[{s['interval'][0]:+.1f}, {s['interval'][1]:+.1f}]" if s["interval"] else "n/a")),
+        ("95% t-interval", lambda s: t_interval(s).split("seeds ")[-1])),
         studies)
 
 
@@ -785,19 +786,17 @@ def findings_adv(ctx, scale):
         return [missing(ctx, scale, ("simplenet", "adv-simplenet", "pgd-adv-simplenet"))]
     cost = robust["seconds_per_epoch"] / std["seconds_per_epoch"]
     if study:
-        pgd, clean = study["pgd"], study
+        pgd, spread = study["pgd"], max(study["pgd_a"]) - min(study["pgd_a"])
+        wider = spread > abs(pgd["mean_diff"])
         text = [f"Over {study['n']} seeds, under PGD at epsilon {study['epsilon']:g} the adversarially trained "
                 f"SimpleNet keeps {pgd['mean_b']:.1f}% on average against {pgd['mean_a']:.1f}%: "
                 f"{robust_words(pgd)}.",
-                f"Clean, it reaches {clean['mean_b']:.1f}% against {clean['mean_a']:.1f}% "
-                f"({clean['mean_diff']:+.1f} points, 95% t-interval over the seeds "
-                f"[{clean['interval'][0]:+.1f}, {clean['interval'][1]:+.1f}]).",
-                f"Under attack the standard network's seeds spread over {max(study['pgd_a']) - min(study['pgd_a']):.1f} "
-                f"points, {'more' if max(study['pgd_a']) - min(study['pgd_a']) > abs(pgd['mean_diff']) else 'less'} "
-                f"than the {abs(pgd['mean_diff']):.1f}-point difference, so "
-                + ("one seed each could have shown either sign; we trust the paired mean over the seeds."
-                   if max(study["pgd_a"]) - min(study["pgd_a"]) > abs(pgd["mean_diff"]) else
-                   "a single seed would have shown the same sign.")]
+                f"Clean, it reaches {study['mean_b']:.1f}% against {study['mean_a']:.1f}% "
+                f"({study['mean_diff']:+.1f} points, {t_interval(study)}).",
+                f"Under attack the standard network's seeds spread over {spread:.1f} points, "
+                f"{'more' if wider else 'less'} than the {abs(pgd['mean_diff']):.1f}-point difference, so "
+                + ("one seed each could have shown either sign; we trust the paired mean over the seeds." if wider
+                   else "a single seed would have shown the same sign.")]
     else:
         s = max(ctx.scales[scale]["adv_robustness"], key=lambda r: (r["epsilon"], r["num_steps"]))
         text = [f"With one run each, under PGD at epsilon {s['epsilon']:g} the adversarially trained SimpleNet keeps "
@@ -809,10 +808,16 @@ def findings_adv(ctx, scale):
     return [discussion(text)]
 
 
+def t_interval(s):
+    """'95% t-interval over the seeds [-1.0, +3.0]' of a seed_study.summarize dict."""
+    return (f"95% t-interval over the seeds [{s['interval'][0]:+.1f}, {s['interval'][1]:+.1f}]" if s["interval"]
+            else "no interval from one seed")
+
+
 def robust_words(s):
     """Which way the paired PGD difference over seeds goes, with its t-interval."""
     low, high = s["interval"] if s["interval"] else (float("-inf"), float("inf"))
-    span = (f"95% t-interval over the seeds [{low:+.1f}, {high:+.1f}]" if s["interval"] else "no interval from one seed")
+    span = t_interval(s)
     if low > 0:
         return f"more robust by {s['mean_diff']:.1f} points ({span}, above zero)"
     if high < 0:

@@ -159,9 +159,9 @@ def test_provenance_names_the_commit_or_says_the_runs_differ(tmp_path):
     ctx = build_report.Context(str(tmp_path), str(tmp_path), {"full": None, "demo": demo})
     full, paragraph = build_report.gen_provenance(ctx).split("\n\n")
     assert full == f"**MiniPlaces.** {build_report.PLACEHOLDERS['full']}"
+    plan = len(runner.at_scale(runner.EXPERIMENTS, "demo"))
     assert paragraph.startswith("**Demo set (synthetic, not MiniPlaces).** Data: demo set. Hardware: 2-core CPU. "
-                                f"Code: every run used commit abc1234. 2 of {len(runner.at_scale(runner.EXPERIMENTS, 'demo'))} "
-                                "experiments finished")
+                                f"Code: every run used commit abc1234. 2 of {plan} experiments finished")
     assert "(30 min of recorded run time" in paragraph, "the finished runs' time"
     (tmp_path / "demo").mkdir()
     rows = {e.name: e for e in runner.EXPERIMENTS}
