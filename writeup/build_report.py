@@ -614,8 +614,7 @@ def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
         return [missing(ctx, scale, (a, b))]
     runs = [r for r in (ra, rb, *(summary_of(ctx, scale, e) for e in extra)) if r]
     best = max(runs, key=lambda r: r["best_top1"])
-    listed = join_names(f"{name(r['name'])} {r['best_top1']:.1f}% after {r['epochs']} epochs" for r in runs)
-    text = [f"Best val top-1: {listed}; {name(best['name'])} is highest in these runs."]
+    text = [f"Highest best val top-1 of these runs: {name(best['name'])} ({best['best_top1']:.1f}%)."]
     ci = bootstrap(ctx, scale, ci_file)
     if ci:
         text.append(f"On the same val images (paired bootstrap, `{rel(ctx, ci['path'])}`) "

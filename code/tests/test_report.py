@@ -210,11 +210,11 @@ def test_outcome_sentences_follow_the_numbers(tmp_path, monkeypatch):
     lose = build_fake(tmp_path / "lose", -1, monkeypatch)
     flips = (
         ("CustomConv2d took 0.90 times nn.Conv2d's epoch time", "CustomConv2d took 1.10 times nn.Conv2d's epoch time"),
-        ("the improved CNN is highest in these runs", "SimpleNet is highest in these runs"),
+        ("of these runs: the improved CNN (75.0%)", "of these runs: SimpleNet (70.0%)"),
         ("the improved CNN is ahead by 5.0 points (95% interval [+2.0, +8.0], above zero)",
          "the improved CNN is behind by 5.0 points (95% interval [-8.0, -2.0], below zero)"),
         ("the improved CNN's run lies above it", "the improved CNN's run lies below it"),
-        ("the improved ViT is highest in these runs", "SimpleViT is highest in these runs"),
+        ("of these runs: the improved ViT (85.0%)", "of these runs: SimpleViT (80.0%)"),
         ("the improved ViT is ahead by 5.0 points", "the improved ViT is behind by 5.0 points"),
         ("keeps 50.3% on average against 40.3%: more robust by 10.0 points (95% t-interval over the seeds "
          "[+7.5, +12.5], above zero)", "keeps 30.3% on average against 40.3%: less robust by 10.0 points (95% "
@@ -308,7 +308,7 @@ def test_miniplaces_results_fill_the_miniplaces_sections(tmp_path, monkeypatch):
     assert "MiniPlaces (100 classes, 100000 train / 10000 val images)" in "\n".join(found["MiniPlaces"])
     assert text.count(build_report.PLACEHOLDERS["demo"]) == 1
     said = discussions(text.replace("#### MiniPlaces", "#### Demo set (synthetic, not MiniPlaces)"))
-    assert "the improved CNN is highest in these runs" in said["cnn-results"]
+    assert "Highest best val top-1 of these runs: the improved CNN (75.0%)." in said["cnn-results"]
     assert "(3000 of 10000 images)" in said["pgd-results"] and "course's epsilon" not in said["pgd-results"]
     assert "How much of each single-run difference the seed makes is not measured." in said["vit-results"]
 
