@@ -3,8 +3,9 @@
     python zip_submission.py                 # -> submission.zip beside this file
     python zip_submission.py -o hw.zip --force
 
-Leaves out caches, data, logs, checkpoints and TensorBoard event files, refuses
-code that hard-codes an absolute path, and reports the zip's size.
+Leaves out caches, data, logs, checkpoints and TensorBoard event files, refuses a tree
+in which any text file that would go into the zip holds an absolute path (one line per file,
+naming it and the path; exit status 2), and reports the zip's size.
 """
 import argparse
 import os
@@ -15,7 +16,10 @@ import zipfile
 FOLDERS = ("code", "writeup", "results")
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", "logs", "data", "models", ".git"}
 SKIP_SUFFIXES = (".pyc", ".pth", ".pth.tar", ".pt", ".ckpt", ".tar", ".tar.gz", ".zip", ".jpg", ".jpeg")
-ABSOLUTE_PATH = re.compile(r"""["'](/(home|Users|mnt|media|data|root|scratch|content|tmp|work)/|[A-Za-z]:\\\\)""")
+# A POSIX path from a well-known root, or a Windows drive path, not preceded by a character
+# that would make it part of a relative path or a URL ("../data/x", "https://...").
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])(?:/(?:home|Users|tmp|work|root|mnt|media|data|scratch|content|"
+                           r"private|Volumes|var|opt|srv)/[\w.-]|[A-Za-z]:[\\/][\w.-])[^\s\"'`,;)\]]*")
 REPORT = os.path.join("writeup", "writeup.pdf")
 
 
@@ -24,17 +28,34 @@ def skipped(name):
     return name.endswith(SKIP_SUFFIXES) or name.startswith("events.out.tfevents")
 
 
-def find_absolute_paths(root):
-    """[(file, line number, line)] of string literals holding an absolute path in code/*.py."""
-    hits = []
-    for folder, dirs, files in os.walk(os.path.join(root, "code")):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and d != "tests"]
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                with open(path, encoding="utf-8") as f:
-                    hits += [(path, i, ln.strip()) for i, ln in enumerate(f, 1) if ABSOLUTE_PATH.search(ln)]
-    return hits
+def archived_files(root):
+    """The files the zip holds, as paths relative to ``root``, in archive order."""
+    names = []
+    for top in FOLDERS:
+        for folder, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+            names += [os.path.relpath(os.path.join(folder, n), root) for n in sorted(files) if not skipped(n)]
+    return names
+
+
+def absolute_path_in(path):
+    """The first absolute path that the text file at ``path`` holds, or None (also for binary
+    files: those with a NUL byte or not UTF-8)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"\0" in data:
+        return None
+    try:
+        m = ABSOLUTE_PATH.search(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return m.group(0) if m else None
+
+
+def find_absolute_paths(root, names):
+    """[(name, absolute path)] for each of the archived files ``names`` that holds one."""
+    found = [(name, absolute_path_in(os.path.join(root, name))) for name in names]
+    return [(name, path) for name, path in found if path]
 
 
 def build_zip(root, output, require_report=True):
@@ -45,21 +66,14 @@ def build_zip(root, output, require_report=True):
     if require_report and not os.path.isfile(os.path.join(root, REPORT)):
         raise ValueError(f"{REPORT} is missing: build the report first (python writeup/build_report.py) "
                          "or pass --no-report")
-    hits = find_absolute_paths(root)
+    names = archived_files(root)
+    hits = find_absolute_paths(root, names)
     if hits:
-        where = "; ".join(f"{os.path.relpath(p, root)}:{i}: {ln}" for p, i, ln in hits[:3])
-        raise ValueError(f"code hard-codes absolute paths (use paths relative to code/): {where}")
-    names = []
+        raise ValueError("\n".join(f"{name} holds an absolute path: {path} (make it relative to the repository)"
+                                    for name, path in hits))
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as zf:
-        for top in FOLDERS:
-            for folder, dirs, files in os.walk(os.path.join(root, top)):
-                dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-                for name in sorted(files):
-                    if not skipped(name):
-                        path = os.path.join(folder, name)
-                        arc = os.path.relpath(path, root)
-                        zf.write(path, arc)
-                        names.append(arc)
+        for name in names:
+            zf.write(os.path.join(root, name), name)
     return names
 
 
@@ -72,11 +86,13 @@ def main(argv=None):
     parser.add_argument("--no-report", action="store_true", help="allow a zip without writeup.pdf")
     args = parser.parse_args(argv)
     if os.path.exists(args.output) and not args.force:
-        sys.exit(f"error: {args.output} exists; pass --force to replace it")
+        print(f"error: {args.output} exists; pass --force to replace it", file=sys.stderr)
+        sys.exit(2)
     try:
         names = build_zip(args.root, args.output, require_report=not args.no_report)
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)
     size = os.path.getsize(args.output)
     print(f"wrote {args.output}: {len(names)} files, {size / 2 ** 20:.2f} MiB")
     if size > 20 * 2 ** 20:

@@ -34,9 +34,8 @@ def correct_per_image(path, data_folder, workers, device):
 
 
 def shown_path(path):
-    """``path`` relative to the repository root when it lies inside it, else absolute."""
-    path = os.path.abspath(path)
-    return os.path.relpath(path, REPO_DIR) if path.startswith(REPO_DIR + os.sep) else path
+    """``path`` relative to the repository root (no absolute paths in results/)."""
+    return os.path.relpath(os.path.abspath(path), REPO_DIR)
 
 
 def paired_bootstrap(hits_a, hits_b, samples=10000, seed=0):

@@ -39,7 +39,7 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
-from run_experiments import EXPERIMENTS, SCALES, status_line  # noqa: E402
+from run_experiments import EXPERIMENTS, SCALES, at_scale, status_line  # noqa: E402
 
 # (group, title prefix, ((row, label), ...)): overlays and tables of rows trained alike. The
 # figure's title and caption name only the rows that have results.
@@ -426,7 +426,7 @@ def write_experiments(out_dir, statuses, scale):
     lines = [f"Every experiment of `code/run_experiments.py` at the {scale} scale: the flags after "
              "`python main.py ../data`, and its state.", "", "| experiment | part | main.py flags | state |",
              "|---|---|---|---|"]
-    for exp in EXPERIMENTS:
+    for exp in at_scale(EXPERIMENTS, scale):
         flags = shlex.join(getattr(exp, scale)) + (f" --resume <best checkpoint of {exp.target}>" if exp.target else "")
         state = status_line(known[exp.name]) if exp.name in known else "not run"
         lines.append(f"| {exp.name} ({exp.title}) | {exp.part} | `{flags}` | {state} |")

@@ -4,6 +4,7 @@
     python run_experiments.py --full          # MiniPlaces, the assignment's epochs (a GPU job)
     python run_experiments.py --demo --only simplenet conv-native conv-custom
     python run_experiments.py --demo --list   # the plan and each experiment's state; runs nothing
+    bash regenerate_demo.sh                   # the demo, its seed study and the report, in one go
 
 Every experiment is one call of main.py with its own folder ``<root>/logs/<scale>/<name>/``
 holding ``stdout.log`` (main.py's output, appended per attempt), ``status.json`` (what
@@ -15,7 +16,9 @@ target and records main.py's ``******Acc@1 X Acc@5 Y`` line; an evaluation exper
 ``-e`` there and records both of its lines (without, then with flip averaging). A failing
 experiment never stops the others. At the end compare_checkpoints.py writes the paired-bootstrap intervals of
 COMPARISONS (SimpleNet vs the improved CNN, SimpleViT vs the improved ViT), then make_results.py
-and ../writeup/build_report.py turn the logs into results/ and writeup/writeup.pdf.
+and ../writeup/build_report.py turn the logs into results/ and writeup/writeup.pdf. It refuses
+to run code that no commit holds (--allow-dirty for a trial), so every result names its commit,
+and it records paths relative to code/.
 """
 import argparse
 import datetime
@@ -46,6 +49,9 @@ class Experiment:
         checkpoint is attacked or evaluated.
     needs_imagenet_weights: ResNet18 fine-tuning; gets ``--resnet18-weights PATH`` when the
         runner is given one, and is skipped at demo scale without it (offline).
+    demo (or full) None: the row is not part of that scale's plan.
+    demo_run_of: at demo scale the row is the run of this earlier training row (same flags), not
+        trained again.
     """
     name: str
     part: str
@@ -54,69 +60,65 @@ class Experiment:
     full: tuple
     target: str = ""
     needs_imagenet_weights: bool = False
+    demo_run_of: str = ""
 
 
 CNN_DEMO = ("--warmup", "1", "-b", "32", "--lr", "0.05", "-j", "2", "-p", "8")
-CONV_DEMO = ("--arch", "simplenet", "--epochs", "3", *CNN_DEMO)
+SIMPLENET_DEMO = ("--arch", "simplenet", "--epochs", "5", *CNN_DEMO)
 VIT_DEMO = ("--warmup", "1", "-b", "32", "--lr", "0.001", "--wd", "0.05", "-j", "2", "-p", "8")
 VIT_FULL = ("--epochs", "90", "--wd", "0.05", "--lr", "0.01")
 ATTACK_DEMO = ("-j", "2")
-STRONG_DEMO = ("--attack-eps", "0.5")  # the demo set's noise makes eps 0.1 too weak to show a trend
+# The demo images carry pixel noise of 18/255 (make_demo_data.py), three times the course's
+# default epsilon 0.1 (about 6/255), which then barely moves a prediction; at 0.5 the attack visibly lowers
+# top-1, so 0.5 is the demo's default attack.
+DEMO_EPS = ("--attack-eps", "0.5")
+DEMO_ADV = ("--adv-train", "0.5", "--adv-steps", "1", "--adv-eps", "0.5")  # trained at the attack's epsilon
+ADV_SEEDS = (1, 2)  # extra seeds of the standard / adversarially trained SimpleNet pair (seed_study.py)
 
-# Equal CPU budget at demo scale: on the idle 2-core CPU a training image costs the improved
-# CNN 2.4x what it costs SimpleNet (43 vs 104 images/s) and the improved ViT 10.5x SimpleViT
-# (17 vs 182 images/s), so SimpleNet gets 10 epochs to the CNN's 4 and SimpleViT 20 to the
-# ViT's 2 (results/demo/summary.md shows each run's time). Part III uses SimpleNet, the network
-# the course's PGD figures are about, at both scales.
+# Demo budget: code/regenerate_demo.sh runs all of the demo in about 75 minutes on an idle 2-core
+# CPU, counted in SimpleNet epochs on the demo set (about a minute each; the other networks cost
+# per epoch: CustomConv2d 1.06, adversarial training with one step 1.55, the improved CNN 3.2,
+# SimpleViT 1.1, the improved ViT 5). SimpleNet gets 5 epochs (the nn.Conv2d row of Part I.1 is
+# that same run), the improved CNN 2 (about the same CPU time), SimpleViT 4 and the improved ViT 2;
+# the standard and adversarially trained pair is trained with main.py's seed and ADV_SEEDS.
 EXPERIMENTS = (
-    Experiment("simplenet", "I.2", "SimpleNet", ("--arch", "simplenet", "--epochs", "10", *CNN_DEMO),
-               ("--arch", "simplenet", "--epochs", "60")),
-    Experiment("simplenet-chain", "I.2", "SimpleNet, the course's multi-pass augmentation chain",
-               ("--arch", "simplenet", "--epochs", "10", "--augment", "chain", *CNN_DEMO),
+    Experiment("simplenet", "I.2", "SimpleNet", SIMPLENET_DEMO, ("--arch", "simplenet", "--epochs", "60")),
+    Experiment("simplenet-chain", "I.2", "SimpleNet, the course's multi-pass augmentation chain", None,
                ("--arch", "simplenet", "--epochs", "60", "--augment", "chain")),
-    Experiment("conv-native", "I.1", "SimpleNet, nn.Conv2d", CONV_DEMO,
-               ("--arch", "simplenet", "--epochs", "10")),
-    Experiment("conv-custom", "I.1", "SimpleNet, CustomConv2d", (*CONV_DEMO, "--use-custom-conv"),
+    Experiment("conv-native", "I.1", "SimpleNet, nn.Conv2d", SIMPLENET_DEMO, ("--arch", "simplenet", "--epochs", "10"),
+               demo_run_of="simplenet"),
+    Experiment("conv-custom", "I.1", "SimpleNet, CustomConv2d", (*SIMPLENET_DEMO, "--use-custom-conv"),
                ("--arch", "simplenet", "--epochs", "10", "--use-custom-conv")),
-    Experiment("cnn", "I.2", "improved CNN", ("--arch", "cnn", "--epochs", "4", *CNN_DEMO),
+    Experiment("cnn", "I.2", "improved CNN", ("--arch", "cnn", "--epochs", "2", *CNN_DEMO),
                ("--arch", "cnn", "--epochs", "60", "--label-smoothing", "0.1", "--ema-decay", "0.999")),
     Experiment("resnet18", "I.2", "ResNet18, ImageNet fine-tuned",
                ("--arch", "resnet18", "--epochs", "2", "--warmup", "1", "-b", "32", "--lr", "0.01", "-j", "2",
                 "-p", "8"),
                ("--arch", "resnet18", "--epochs", "60", "--lr", "0.01"), needs_imagenet_weights=True),
-    Experiment("simplevit", "II", "SimpleViT", ("--arch", "simplevit", "--epochs", "20", *VIT_DEMO),
+    Experiment("simplevit", "II", "SimpleViT", ("--arch", "simplevit", "--epochs", "4", *VIT_DEMO),
                ("--arch", "simplevit", *VIT_FULL)),
     Experiment("vit", "II", "improved ViT", ("--arch", "vit", "--epochs", "2", *VIT_DEMO),
                ("--arch", "vit", "--epochs", "90", "--wd", "0.05", "--lr", "0.001", "--label-smoothing", "0.1")),
-    Experiment("pgd-simplenet", "III", "PGD on SimpleNet", ("-a", "-v", *ATTACK_DEMO), ("-a", "-v"), target="simplenet"),
-    Experiment("pgd-simplenet-eps0.25", "III", "PGD, epsilon 0.25", ("-a", "--attack-eps", "0.25", *ATTACK_DEMO),
-               ("-a", "--attack-eps", "0.25"), target="simplenet"),
-    Experiment("pgd-simplenet-eps0.5", "III", "PGD, epsilon 0.5", ("-a", "--attack-eps", "0.5", *ATTACK_DEMO),
-               ("-a", "--attack-eps", "0.5"), target="simplenet"),
-    Experiment("pgd-simplenet-eps1", "III", "PGD, epsilon 1.0", ("-a", "--attack-eps", "1.0", *ATTACK_DEMO),
-               ("-a", "--attack-eps", "1.0"), target="simplenet"),
-    Experiment("pgd-simplenet-eps0.05", "III", "PGD, epsilon 0.05", ("-a", "--attack-eps", "0.05", *ATTACK_DEMO),
-               ("-a", "--attack-eps", "0.05"), target="simplenet"),
-    Experiment("pgd-simplenet-eps0.02", "III", "PGD, epsilon 0.02", ("-a", "--attack-eps", "0.02", *ATTACK_DEMO),
-               ("-a", "--attack-eps", "0.02"), target="simplenet"),
-    Experiment("pgd-simplenet-steps1", "III", "PGD, 1 step", ("-a", "--attack-steps", "1", *STRONG_DEMO, *ATTACK_DEMO),
-               ("-a", "--attack-steps", "1"), target="simplenet"),
-    Experiment("pgd-simplenet-steps5", "III", "PGD, 5 steps", ("-a", "--attack-steps", "5", *STRONG_DEMO, *ATTACK_DEMO),
-               ("-a", "--attack-steps", "5"), target="simplenet"),
-    Experiment("pgd-simplenet-steps20", "III", "PGD, 20 steps",
-               ("-a", "--attack-steps", "20", *STRONG_DEMO, *ATTACK_DEMO), ("-a", "--attack-steps", "20"),
+    Experiment("pgd-simplenet", "III", "PGD on SimpleNet", ("-a", "-v", *DEMO_EPS, *ATTACK_DEMO), ("-a", "-v"),
                target="simplenet"),
+    Experiment("pgd-simplenet-eps-low", "III", "PGD, a smaller epsilon",
+               ("-a", "--attack-eps", "0.1", *ATTACK_DEMO), ("-a", "--attack-eps", "0.05"), target="simplenet"),
+    Experiment("pgd-simplenet-eps-high", "III", "PGD, a larger epsilon",
+               ("-a", "--attack-eps", "1.0", *ATTACK_DEMO), ("-a", "--attack-eps", "0.2"), target="simplenet"),
+    Experiment("pgd-simplenet-steps1", "III", "PGD, 1 step", ("-a", "--attack-steps", "1", *DEMO_EPS, *ATTACK_DEMO),
+               ("-a", "--attack-steps", "1"), target="simplenet"),
+    Experiment("pgd-simplenet-steps3", "III", "PGD, 3 steps", ("-a", "--attack-steps", "3", *DEMO_EPS, *ATTACK_DEMO),
+               ("-a", "--attack-steps", "3"), target="simplenet"),
     Experiment("adv-simplenet", "III", "SimpleNet, adversarial training",
-               ("--arch", "simplenet", "--adv-train", "0.5", "--adv-steps", "2", "--epochs", "10", *CNN_DEMO),
+               ("--arch", "simplenet", *DEMO_ADV, "--epochs", "5", *CNN_DEMO),
                ("--arch", "simplenet", "--adv-train", "0.5", "--epochs", "60")),
-    Experiment("pgd-adv-simplenet", "III", "PGD on the adversarially trained SimpleNet", ("-a", "-v", *ATTACK_DEMO),
-               ("-a", "-v"), target="adv-simplenet"),
-    Experiment("pgd-adv-simplenet-eps0.5", "III", "PGD (epsilon 0.5) on the adversarially trained SimpleNet",
-               ("-a", "--attack-eps", "0.5", *ATTACK_DEMO), ("-a", "--attack-eps", "0.5"), target="adv-simplenet"),
+    Experiment("pgd-adv-simplenet", "III", "PGD on the adversarially trained SimpleNet",
+               ("-a", "-v", *DEMO_EPS, *ATTACK_DEMO), ("-a", "-v"), target="adv-simplenet"),
 )
-# main.py -e (without, then with horizontal-flip averaging) on the best checkpoint of every training row.
-EXPERIMENTS += tuple(Experiment(f"eval-{e.name}", e.part, f"{e.title}: -e, flip-averaged", ("-e", *ATTACK_DEMO),
-                                ("-e",), target=e.name) for e in EXPERIMENTS if not e.target)
+# main.py -e (without, then with horizontal-flip averaging) on the best checkpoint of every row trained.
+EXPERIMENTS += tuple(Experiment(f"eval-{e.name}", e.part, f"{e.title}: -e, flip-averaged",
+                                ("-e", *ATTACK_DEMO) if e.demo and not e.demo_run_of else None, ("-e",),
+                                target=e.name) for e in EXPERIMENTS if not e.target)
 
 # Paired-bootstrap comparisons (compare_checkpoints.py) written into results/<scale>/ beside
 # make_results.py's tables: (file, row A, row B), B being the improved model.
@@ -142,23 +144,36 @@ def flag_value(args, flag):
     return args[i + 1]
 
 
+def at_scale(experiments, scale):
+    """The rows of ``experiments`` that are part of ``scale``'s plan (flags not None)."""
+    return [e for e in experiments if getattr(e, scale) is not None]
+
+
 def check_table(experiments):
-    """Fail fast on a malformed experiment table: names, targets and epochs."""
+    """Fail fast on a malformed experiment table: names, targets, epochs and shared runs."""
     names = [e.name for e in experiments]
     for i, e in enumerate(experiments):
         if not re.fullmatch(r"[A-Za-z0-9.-]+", e.name):
             raise RunnerError(f"experiment name {e.name!r} may hold only letters, digits, '.' and '-'")
         if names.count(e.name) > 1:
             raise RunnerError(f"experiment name {e.name!r} appears twice")
+        if e.demo_run_of:
+            shared = experiments[names.index(e.demo_run_of)] if e.demo_run_of in names[:i] else None
+            if shared is None or shared.target or shared.demo != e.demo:
+                raise RunnerError(f"{e.name}: demo_run_of {e.demo_run_of!r} must be a training row above it "
+                                  "with the same demo flags")
         if e.target:
             if e.target not in names[:i]:
                 raise RunnerError(f"{e.name}: target {e.target!r} is not a training row above it")
             if experiments[names.index(e.target)].target:
                 raise RunnerError(f"{e.name}: target {e.target!r} is an attack, not a training row")
-            if not any(flag in e.demo and flag in e.full for flag in ("-a", "-e")):
-                raise RunnerError(f"{e.name}: rows with a target need -a (attack) or -e (evaluation) at both scales")
+            planned = [flags for flags in (e.demo, e.full) if flags is not None]
+            if not any(all(flag in flags for flags in planned) for flag in ("-a", "-e")):
+                raise RunnerError(f"{e.name}: rows with a target need -a (attack) or -e (evaluation) at each scale")
         else:
             for scale in SCALES:
+                if getattr(e, scale) is None:
+                    continue
                 epochs = flag_value(getattr(e, scale), "--epochs")
                 if epochs is None or not epochs.isdigit() or int(epochs) < 1:
                     raise RunnerError(f"{e.name}: the {scale} flags must set --epochs N (N >= 1), got {epochs!r}")
@@ -177,8 +192,9 @@ def describe_hardware():
 
 
 def code_version():
-    """The code that runs: the checkout's commit, e.g. 'commit 1a2b3c4', with ' + uncommitted
-    changes' when ``code/`` differs from it; 'not a git checkout' otherwise (a zipped copy)."""
+    """The code that runs: 'commit 1a2b3c4' when ``code/`` matches the checkout's commit,
+    'uncommitted changes on commit 1a2b3c4' when it differs (main refuses to start then, unless
+    --allow-dirty), 'not a git checkout' otherwise (a zipped copy)."""
     def git(*args):
         result = subprocess.run(["git", "-C", CODE_DIR, *args], capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else None
@@ -190,7 +206,18 @@ def code_version():
         commit = None
     if commit is None:
         return "not a git checkout"
-    return f"commit {commit}" + (" + uncommitted changes" if changed else "")
+    return f"uncommitted changes on commit {commit}" if changed else f"commit {commit}"
+
+
+def shown(path):
+    """``path`` as the records name it: relative to code/, where main.py runs (no absolute paths
+    in logs or results, whatever machine made them)."""
+    return os.path.relpath(path, CODE_DIR) if os.path.isabs(path) else path
+
+
+def shown_command(cmd):
+    """``python main.py ...`` for a main.py call ``cmd``, every absolute path relative to code/."""
+    return shlex.join(["python", "main.py", *map(shown, cmd[2:])])
 
 
 def describe_data(data_dir):
@@ -326,8 +353,7 @@ def run_training(exp, args, exp_dir, data_dir, main_py, base):
     cmd = [sys.executable, main_py, data_dir, *args, "--log-dir", exp_dir, "--exp-name", exp.name, *resume]
     print(f"   {'resuming at epoch ' + str(done) if resume else 'training'} -> {exp_dir}/stdout.log", flush=True)
     rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
-    status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),
-                  epochs=epochs)
+    status = dict(base, command=shown_command(cmd), seconds=round(seconds, 1), epochs=epochs)
     if rc != 0:
         state, reason = failure(os.path.join(exp_dir, "stdout.log"), rc)
         return dict(status, status=state, reason=reason)
@@ -361,8 +387,8 @@ def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiment
           flush=True)
     before = newest_attack_folder(exp_dir)
     rc, seconds = execute(cmd, os.path.join(exp_dir, "stdout.log"))
-    status = dict(base, command=shlex.join(["python", "main.py", *cmd[2:]]), seconds=round(seconds, 1),
-                  target=target.name, checkpoint=checkpoint)
+    status = dict(base, command=shown_command(cmd), seconds=round(seconds, 1), target=target.name,
+                  checkpoint=checkpoint)
     if base["kind"] == "attack":
         epsilon, num_steps = attack_settings(args)
         status.update(epsilon=epsilon, num_steps=num_steps)
@@ -383,13 +409,23 @@ def run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiment
                 run_dir=os.path.basename(images) if images and images != before else None)
 
 
+def shared_run(exp, base, log_root):
+    """The status of a row whose demo run is that of ``exp.demo_run_of``: finished when that
+    row is, its run folder named from this row's folder."""
+    other = read_status(os.path.join(log_root, exp.demo_run_of))
+    if not (other and other["status"] == "finished"):
+        return dict(base, status="skipped", reason=f"its run is {exp.demo_run_of}'s, which has not finished")
+    return dict(base, status="finished", reason="", run_dir=os.path.join("..", exp.demo_run_of, other["run_dir"]),
+                epochs=other["epochs"], seconds=0, hardware=other["hardware"], run_of=exp.demo_run_of)
+
+
 def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=None, main_py=MAIN_PY):
     """Run one row at ``scale``; writes and returns its status dict (see the module docstring)."""
     exp_dir = os.path.join(log_root, exp.name)
     os.makedirs(exp_dir, exist_ok=True)
     args = tuple(getattr(exp, scale))
     if exp.needs_imagenet_weights and resnet18_weights:
-        args += ("--resnet18-weights", os.path.abspath(resnet18_weights))
+        args += ("--resnet18-weights", shown(os.path.abspath(resnet18_weights)))
     kind = "train" if not exp.target else "attack" if "-a" in args else "eval"
     base = {"name": exp.name, "part": exp.part, "title": exp.title, "kind": kind,
             "scale": scale, "demo_data": data[0], "data": data[1], "hardware": describe_hardware(),
@@ -403,6 +439,8 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
                                                   "run the new flags")
     elif exp.target:
         status = run_attack(exp, args, exp_dir, data_dir, main_py, base, log_root, experiments)
+    elif scale == "demo" and exp.demo_run_of:
+        status = shared_run(exp, base, log_root)
     else:
         status = run_training(exp, args, exp_dir, data_dir, main_py, base)
     if status.get("note") != "finished earlier":
@@ -412,18 +450,20 @@ def run_one(exp, scale, data_dir, data, log_root, experiments, resnet18_weights=
 
 
 def status_line(status):
-    """A status as one line: 'finished', 'finished earlier', or 'failed: <reason>'."""
-    return f"{status.get('note') or status['status']}{': ' + status['reason'] if status['reason'] else ''}"
+    """A status as one line: 'finished', 'finished earlier', 'finished (simplenet's run)' or
+    'failed: <reason>'."""
+    shared = f" ({status['run_of']}'s run)" if status.get("run_of") else ""
+    return f"{status.get('note') or status['status']}{shared}{': ' + status['reason'] if status['reason'] else ''}"
 
 
 def run_all(experiments, scale, data_dir, log_root, only=(), resnet18_weights=None, main_py=MAIN_PY):
     """Run the rows (all, or those named in ``only``) in table order; returns {name: status}."""
     check_table(experiments)
-    unknown = sorted(set(only) - {e.name for e in experiments})
+    unknown = sorted(set(only) - {e.name for e in at_scale(experiments, scale)})
     if unknown:
-        raise RunnerError(f"--only: unknown experiment(s) {unknown}; see --list")
+        raise RunnerError(f"--only: {unknown} not in the {scale} plan; see --list")
     data = prepare_data(data_dir, scale)
-    chosen = [e for e in experiments if not only or e.name in only]
+    chosen = [e for e in at_scale(experiments, scale) if not only or e.name in only]
     statuses = {}
     for i, exp in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {exp.name}: {exp.title}", flush=True)
@@ -455,14 +495,29 @@ def write_comparisons(data_dir, log_root, out_dir, comparisons=COMPARISONS):
     return done
 
 
+def check_clean(allow_dirty):
+    """Refuse to run code that no commit holds (unless ``allow_dirty``): every result must name
+    the exact commit that made it."""
+    version = code_version()
+    if version.startswith("uncommitted") and not allow_dirty:
+        raise RunnerError(f"code/ has {version}: commit first, so that every result names its commit "
+                          "(or pass --allow-dirty for a trial run)")
+
+
 def list_plan(experiments, scale, log_root):
     """Print each row's main.py flags and its recorded state; runs nothing."""
     check_table(experiments)
-    for exp in experiments:
+    for exp in at_scale(experiments, scale):
         status = read_status(os.path.join(log_root, exp.name))
         state = status_line(status) if status else "not run"
         target = f" [{'attacks' if '-a' in getattr(exp, scale) else 'evaluates'} {exp.target}]" if exp.target else ""
         print(f"{exp.name:18s} {state}\n   main.py {shlex.join(getattr(exp, scale))}{target}")
+
+
+def fail(error):
+    """Stop with one line naming a problem with the runner's input: exit status 2."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def get_args_parser():
@@ -480,6 +535,8 @@ def get_args_parser():
     parser.add_argument("--resnet18-weights", default=None, metavar="PATH",
                         help="ImageNet ResNet18 weights for the resnet18 row (needed offline)")
     parser.add_argument("--list", action="store_true", help="show the plan and each experiment's state")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run although code/ has uncommitted changes (a trial: its results name no commit)")
     parser.add_argument("--no-report", action="store_true",
                         help="stop after the experiments (skip make_results.py and build_report.py)")
     return parser
@@ -492,12 +549,13 @@ def main(argv=None):
     try:
         if args.list:
             return list_plan(EXPERIMENTS, args.scale, log_root)
+        check_clean(args.allow_dirty)
         if args.resnet18_weights and not os.path.isfile(args.resnet18_weights):
             raise RunnerError(f"--resnet18-weights {args.resnet18_weights} is not a file")
         statuses = run_all(EXPERIMENTS, args.scale, os.path.abspath(args.data), log_root, args.only,
                            args.resnet18_weights)
     except RunnerError as e:
-        sys.exit(f"error: {e}")
+        fail(e)
     for state in ("finished", "skipped", "failed"):
         names = [n for n, s in statuses.items() if s["status"] == state]
         print(f"=> {state}: {', '.join(names) if names else 'none'}")
@@ -508,7 +566,7 @@ def main(argv=None):
                                                  os.path.join(results, args.scale)).items():
                 print(f"=> {stem}: {state}")
         except RunnerError as e:
-            sys.exit(f"error: {e}")
+            fail(e)
         for step in ([os.path.join(CODE_DIR, "make_results.py"), "--logs", os.path.join(args.root, "logs"), "--out",
                       results], [os.path.join(REPO_DIR, "writeup", "build_report.py"), "--results", results]):
             if subprocess.run([sys.executable, *step]).returncode != 0:

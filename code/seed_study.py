@@ -4,11 +4,16 @@
     python seed_study.py --demo simplenet cnn --epochs-factor 2    # both rows twice their epochs
     python seed_study.py --demo simplenet cnn --epochs 10 8        # epochs of A and of B
     python seed_study.py --full simplenet cnn --seeds 1 2 3       # MiniPlaces, a GPU job
+    python seed_study.py --demo simplenet adv-simplenet --seeds 2024 1 2 --attack-eps 0.5
 
 Each (row, seed, epochs) is the row's main.py flags at that scale with ``--epochs E`` and
 ``--seed S``, run by run_experiments.run_one into ``<root>/logs/<scale>/seeds/<row>-e<E>-seed<S>/``
 (resumable: finished runs are skipped, interrupted ones resume, and studies that ask for the
-same run share it). ``--epochs-factor K`` keeps the rows' budget ratio; ``--epochs`` sets each.
+same run share it). main.py's default seed with the row's own epochs is the row's own run of
+run_experiments.py (``<root>/logs/<scale>/<row>/``), not trained twice. ``--attack-eps EPS``
+also attacks every run's best checkpoint with PGD at that epsilon (``pgd-<run>``; the row's
+own run reuses run_experiments.py's attack row with the same flags) and reports its top-1 too.
+``--epochs-factor K`` keeps the rows' budget ratio; ``--epochs`` sets each.
 The per-seed best val top-1 of both rows, their paired differences (B - A), the mean difference
 with a 95% Student-t interval over the seeds and the number of seeds B wins go to
 ``<root>/results/<scale>/seeds_<A>_vs_<B>_e<EA>-<EB>.md`` and ``.csv``.
@@ -16,6 +21,7 @@ compare_checkpoints.py's bootstrap covers only which val images were drawn; this
 covers the randomness of training (initialization, data order, augmentation).
 """
 import argparse
+import collections
 import csv
 import dataclasses
 import math
@@ -91,31 +97,73 @@ def seeded(exp, seed, epochs, scale):
         scale: flags(getattr(exp, scale), epochs), other: flags(getattr(exp, other), row_epochs(exp, other))})
 
 
-def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None, main_py=runner.MAIN_PY):
-    """Train every (row, seed), row i for ``epochs[i]`` epochs; returns (per-row accuracies
-    {name: [top-1 per seed]}, data label, hardware) or raises RunnerError naming the runs that did
-    not finish."""
-    log_root = os.path.join(root, "logs", scale, "seeds")
+def main_seed():
+    """main.py's default ``--seed``: the seed of run_experiments.py's own runs."""
+    import main
+
+    return main.get_args_parser().get_default("seed")
+
+
+def attack_row(run, epsilon, scale):
+    """The PGD attack (``-a --attack-eps epsilon``) of training row ``run`` at ``scale``."""
+    flags = ("-a", "--attack-eps", f"{epsilon:g}", *(runner.ATTACK_DEMO if scale == "demo" else ()))
+    return runner.Experiment(f"pgd-{run.name}", run.part, f"PGD (epsilon {epsilon:g}) on {run.name}",
+                             **{scale: flags, "full" if scale == "demo" else "demo": ("-a",)}, target=run.name)
+
+
+def own_attack(row, attack, scale):
+    """run_experiments.py's attack row of ``row`` with the same flags as ``attack``, or None."""
+    return next((e for e in runner.EXPERIMENTS if e.target == row.name and getattr(e, scale) is not None
+                 and [a for a in getattr(e, scale) if a != "-v"] == list(getattr(attack, scale))), None)
+
+
+def run_study(rows, seeds, epochs, scale, data_dir, root, resnet18_weights=None, main_py=runner.MAIN_PY,
+              attack_eps=None):
+    """Train every (row, seed), row i for ``epochs[i]`` epochs, and attack each run when
+    ``attack_eps`` is given; returns (per-row accuracies {name: [top-1 per seed]}, per-row PGD
+    top-1 {name: [...]} (empty lists without an attack), data label, hardware, code versions
+    ('commit 1a2b3c4 (6 runs)')) or raises RunnerError naming the runs that did not finish."""
+    own_root = os.path.join(root, "logs", scale)
+    log_root = os.path.join(own_root, "seeds")
     data = runner.prepare_data(data_dir, scale)
-    table = tuple((row.name, seeded(row, s, e, scale)) for row, e in zip(rows, epochs) for s in seeds)
-    runner.check_table([exp for _, exp in table])
-    acc, failed, hardware = {row.name: [] for row in rows}, [], set()
-    for row, exp in table:
-        print(f"{exp.name}: {exp.title}", flush=True)
-        status = runner.run_one(exp, scale, data_dir, data, log_root, (exp,), resnet18_weights, main_py)
-        print(f"   {runner.status_line(status)}", flush=True)
-        if status["status"] != "finished":
-            failed.append(exp.name)
-            continue
-        hardware.add(status["hardware"])
-        acc[row].append(best_top1(log_root, exp.name))
+    default_seed = main_seed()
+    jobs = []  # (row name, log root, table, training row, attack row or None)
+    for row, e in zip(rows, epochs):
+        for s in seeds:
+            if s == default_seed and e == row_epochs(row, scale):
+                attack = attack_row(row, attack_eps, scale) if attack_eps is not None else None
+                jobs.append((row.name, own_root, runner.EXPERIMENTS, row,
+                             attack and (own_attack(row, attack, scale) or attack)))
+            else:
+                run = seeded(row, s, e, scale)
+                attack = attack_row(run, attack_eps, scale) if attack_eps is not None else None
+                jobs.append((row.name, log_root, (run, attack) if attack else (run,), run, attack))
+    runner.check_table([x for *_, run, attack in jobs if run not in runner.EXPERIMENTS for x in (run, attack) if x])
+    acc, pgd, failed, hardware = {row.name: [] for row in rows}, {row.name: [] for row in rows}, [], set()
+    codes = collections.Counter()
+    for name, where, table, run, attack in jobs:
+        for exp in (run, attack) if attack else (run,):
+            print(f"{exp.name}: {exp.title}", flush=True)
+            status = runner.run_one(exp, scale, data_dir, data, where, table, resnet18_weights, main_py)
+            print(f"   {runner.status_line(status)}", flush=True)
+            if status["status"] != "finished":
+                failed.append(exp.name)
+                break
+            if exp is run:
+                hardware.add(status["hardware"])
+                codes[status["code"]] += 1
+                acc[name].append(best_top1(where, run.name))
+            else:
+                pgd[name].append(status["acc1"])
     if failed:
         raise runner.RunnerError(f"not finished: {', '.join(failed)} (see {log_root}/<name>/stdout.log)")
-    return acc, data[1], "; ".join(sorted(hardware))
+    code = "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in sorted(codes.items()))
+    return acc, pgd, data[1], "; ".join(sorted(hardware)), code
 
 
-def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale):
-    """Write seeds_<A>_vs_<B>_e<EA>-<EB>.md and .csv into ``out_dir``; returns the Markdown text."""
+def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale, pgd=None, attack_eps=None, code=None):
+    """Write seeds_<A>_vs_<B>_e<EA>-<EB>.md and .csv into ``out_dir`` (with PGD top-1 columns
+    when ``pgd`` holds each row's attacked top-1 per seed); returns the Markdown text."""
     (a, b) = [e.name for e in rows]
     stem = f"seeds_{a}_vs_{b}_e{epochs[0]}-{epochs[1]}"
     ratios = [f"{e / row_epochs(row, scale):g}" for e, row in zip(epochs, rows)]
@@ -123,26 +171,36 @@ def write_report(out_dir, rows, seeds, epochs, acc, data_label, hardware, scale)
               "the epochs of run_experiments.py's table" if ratios == ["1", "1"] else
               f"{ratios[0]} times the epochs of run_experiments.py's table" if ratios[0] == ratios[1] else
               f"{ratios[0]} and {ratios[1]} times the epochs of run_experiments.py's table")
-    s = summarize(acc[a], acc[b])
+    measures = [("top1", "top-1", acc)] + ([("pgd_top1", "PGD top-1", pgd)] if pgd and pgd[a] else [])
+    cells = [[f"{x:.2f}", f"{y:.2f}", f"{y - x:+.2f}"] for _, _, m in measures for x, y in zip(m[a], m[b])]
+    per_seed = [[str(seed), *(c for k in range(len(measures)) for c in cells[k * len(seeds) + i])]
+                for i, seed in enumerate(seeds)]  # seed, then (A, B, B - A) of each measure
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{stem}.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["seed", f"{a}_top1", f"{b}_top1", "difference"])
-        w.writerows([seed, f"{x:.2f}", f"{y:.2f}", f"{y - x:+.2f}"] for seed, x, y in zip(seeds, acc[a], acc[b]))
-    lines = [f"| seed | {a} top-1 (%) | {b} top-1 (%) | {b} - {a} (points) |", "|---|---|---|---|"]
-    lines += [f"| {seed} | {x:.2f} | {y:.2f} | {y - x:+.2f} |" for seed, x, y in zip(seeds, acc[a], acc[b])]
-    interval = (f"95% Student-t interval over the seeds [{s['interval'][0]:+.2f}, {s['interval'][1]:+.2f}]"
-                if s["interval"] else "no interval from one seed")
+        w.writerow(["seed", *(c for key, _, _ in measures for c in (f"{a}_{key}", f"{b}_{key}", f"{key}_difference"))])
+        w.writerows(per_seed)
+    head = " | ".join(f"{a} {label} (%) | {b} {label} (%) | {b} - {a} (points)" for _, label, _ in measures)
+    lines = [f"| seed | {head} |", "|---" * (1 + 3 * len(measures)) + "|"]
+    lines += [f"| {' | '.join(row)} |" for row in per_seed]
+    said = []
+    for _, label, m in measures:
+        s = summarize(m[a], m[b])
+        interval = (f"95% Student-t interval over the seeds [{s['interval'][0]:+.2f}, {s['interval'][1]:+.2f}]"
+                    if s["interval"] else "no interval from one seed")
+        said.append(f"{label}: {a} {s['mean_a']:.2f} +/- {s['sd_a']:.2f} %, {b} {s['mean_b']:.2f} +/- "
+                    f"{s['sd_b']:.2f} % (mean +/- sd); difference {b} - {a}: {s['mean_diff']:+.2f} points, "
+                    f"{interval}; {b} is better in {s['wins_b']} of {s['n']} seeds.")
+    attack = (f" PGD: epsilon {attack_eps:g} and main.py's other attack defaults, on each run's best checkpoint."
+              if len(measures) > 1 else "")
     text = "\n".join([
-        f"{s['n']} seeds of each row, trained with run_experiments.py's {scale} flags plus `--seed S`, "
+        f"{len(seeds)} seeds of each row, trained with run_experiments.py's {scale} flags plus `--seed S`, "
         f"{a} for {epochs[0]} epochs and {b} for {epochs[1]}, {budget} "
         f"(`python seed_study.py --{scale} {a} {b} --seeds {' '.join(map(str, seeds))} "
-        f"--epochs {epochs[0]} {epochs[1]}`). "
-        f"Data: {data_label}. Hardware: {hardware}. Top-1 is each run's best val top-1 over its epochs.",
-        "", *lines, "",
-        f"{a}: {s['mean_a']:.2f} +/- {s['sd_a']:.2f} %, {b}: {s['mean_b']:.2f} +/- {s['sd_b']:.2f} % "
-        f"(mean +/- sd). Difference {b} - {a}: {s['mean_diff']:+.2f} points, {interval}; "
-        f"{b} is better in {s['wins_b']} of {s['n']} seeds.", ""])
+        f"--epochs {epochs[0]} {epochs[1]}{f' --attack-eps {attack_eps:g}' if attack else ''}`). "
+        f"Data: {data_label}. Hardware: {hardware}. {f'Code: {code}. ' if code else ''}"
+        f"Top-1 is each run's best val top-1 over its epochs.{attack}",
+        "", *lines, "", *said, ""])
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write(text)
     return text
@@ -164,6 +222,10 @@ def get_args_parser():
     parser.add_argument("--root", default=runner.REPO_DIR,
                         help="logs go to ROOT/logs/<scale>/seeds, results to ROOT/results/<scale>")
     parser.add_argument("--resnet18-weights", default=None, metavar="PATH", help="for the resnet18 row")
+    parser.add_argument("--attack-eps", type=float, default=None, metavar="EPS",
+                        help="also attack every run's best checkpoint with PGD at this epsilon")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run although code/ has uncommitted changes (a trial: its results name no commit)")
     return parser
 
 
@@ -173,20 +235,23 @@ def main(argv=None):
     by_name = {e.name: e for e in runner.EXPERIMENTS}
     try:
         rows = [by_name.get(name) for name in args.rows]
-        bad = [n for n, e in zip(args.rows, rows) if e is None or e.target]
+        bad = [n for n, e in zip(args.rows, rows) if e is None or e.target or getattr(e, args.scale) is None]
         if bad:
-            raise runner.RunnerError(f"{bad} are not training rows of run_experiments.py (see its --list)")
+            raise runner.RunnerError(f"{bad} are not training rows of run_experiments.py at --{args.scale} "
+                                     "(see its --list)")
         if args.rows[0] == args.rows[1] or len(set(args.seeds)) != len(args.seeds):
             raise runner.RunnerError("give two different rows and distinct seeds")
         epochs = args.epochs or [args.epochs_factor * row_epochs(e, args.scale) for e in rows]
         if min(epochs) < 1:
             raise runner.RunnerError(f"epochs {epochs} must be 1 or more")
-        acc, data_label, hardware = run_study(rows, args.seeds, epochs, args.scale, os.path.abspath(args.data),
-                                              args.root, args.resnet18_weights)
+        runner.check_clean(args.allow_dirty)
+        acc, pgd, data_label, hardware, code = run_study(rows, args.seeds, epochs, args.scale,
+                                                         os.path.abspath(args.data), args.root, args.resnet18_weights,
+                                                         attack_eps=args.attack_eps)
     except runner.RunnerError as e:
-        sys.exit(f"error: {e}")
+        runner.fail(e)
     print(write_report(os.path.join(args.root, "results", args.scale), rows, args.seeds, epochs, acc, data_label,
-                       hardware, args.scale), end="")
+                       hardware, args.scale, pgd, args.attack_eps, code), end="")
 
 
 if __name__ == "__main__":

@@ -53,17 +53,23 @@ def write_images(folder):
     images.close()
 
 
-def fake_demo(root, better, scale="demo"):
+ATTACKS = {"pgd-simplenet": 40.0, "pgd-simplenet-eps-low": 69.0, "pgd-simplenet-eps-high": 20.0,
+           "pgd-simplenet-steps1": 60.0, "pgd-simplenet-steps3": 45.0, "pgd-adv-simplenet": 40.0}
+
+
+def fake_demo(root, better, scale="demo", attacks=None):
     """Logs of the report's rows at ``scale`` under ``root/logs/<scale>``. ``better`` = +1 makes
     every improved or changed variant win (custom conv faster, improved CNN / ViT ahead,
-    adversarial training more robust, flip averaging helping); -1 makes every one lose."""
+    adversarial training more robust); -1 makes every one lose. ``attacks`` overrides the PGD
+    top-1 of attack rows ({row: top-1}; defaults ATTACKS, SimpleNet's clean top-1 being 70)."""
     logs = os.path.join(root, "logs", scale)
     epochs = 3
 
     def train(row, seconds, top1, **extra):
         fake_run(os.path.join(logs, row, "run"), [seconds] * epochs, top1, 500.0, **extra)
         args = next(getattr(e, scale) for e in runner.EXPERIMENTS if e.name == row)
-        write_status(logs, status(row, scale=scale, run_dir="run", args=list(args)))
+        write_status(logs, status(row, scale=scale, run_dir="run", args=list(args), seconds=epochs * seconds,
+                                  code="commit abc1234"))
 
     train("conv-native", 10.0, [40.0, 50.0, 55.0])
     train("conv-custom", 10.0 - better, [40.0, 49.0, 54.0])
@@ -73,30 +79,30 @@ def fake_demo(root, better, scale="demo"):
     train("vit", 50.0, [60.0, 70.0, 80.0 + 5 * better])
     train("adv-simplenet", 15.0, [50.0, 60.0, 68.0])
     write_status(logs, status("resnet18", scale=scale, status="skipped", reason="no ImageNet weights (offline)"))
-    attacks = (("pgd-simplenet", "simplenet", ["-a", "-v"], 69.0), ("pgd-simplenet-eps0.5", "simplenet",
-               ["-a", "--attack-eps", "0.5"], 40.0), ("pgd-simplenet-eps1", "simplenet", ["-a", "--attack-eps", "1.0"],
-               20.0), ("pgd-simplenet-steps1", "simplenet", ["-a", "--attack-steps", "1", "--attack-eps", "0.5"], 60.0),
-               ("pgd-simplenet-steps20", "simplenet", ["-a", "--attack-steps", "20", "--attack-eps", "0.5"], 35.0),
-               ("pgd-adv-simplenet", "adv-simplenet", ["-a", "-v"], 68.5),
-               ("pgd-adv-simplenet-eps0.5", "adv-simplenet", ["-a", "--attack-eps", "0.5"], 40.0 + 10 * better))
-    for row, target, args, acc1 in attacks:
+    acc = dict(ATTACKS, **{"pgd-adv-simplenet": 40.0 + 10 * better}, **(attacks or {}))
+    for exp in runner.EXPERIMENTS:
+        args = getattr(exp, scale)
+        if not (exp.target and args and "-a" in args):
+            continue
         eps, steps = runner.attack_settings(args)
-        run_dir = f"{target}-attack_1" if "-v" in args else None
+        run_dir = f"{exp.target}-attack_1" if "-v" in args else None
         if run_dir:
-            write_images(os.path.join(logs, row, run_dir))
-        write_status(logs, status(row, kind="attack", scale=scale, target=target, args=args, epsilon=eps,
-                                  num_steps=steps, acc1=acc1, acc5=acc1 + 20, run_dir=run_dir))
+            write_images(os.path.join(logs, exp.name, run_dir))
+        write_status(logs, status(exp.name, kind="attack", scale=scale, target=exp.target, args=list(args),
+                                  epsilon=eps, num_steps=steps, acc1=acc[exp.name], acc5=acc[exp.name] + 20,
+                                  run_dir=run_dir, code="commit abc1234"))
     for target, top1 in (("simplenet", 70.0), ("cnn", 70.0 + 5 * better), ("vit", 80.0 + 5 * better)):
         write_status(logs, status(f"eval-{target}", kind="eval", scale=scale, target=target, args=["-e"],
                                   plain_acc1=top1, plain_acc5=top1 + 10, acc1=top1 + better, acc5=top1 + 10))
     return logs
 
 
-def write_comparisons(root, better):
-    """The bootstrap (compare_checkpoints.py) and seed-study (seed_study.py) files of both
-    comparison pairs in ``root/results/demo``, with B ahead (``better`` = 1) or behind (-1);
-    make_results.py leaves them alone, so they may come after it."""
-    out = os.path.join(root, "results", "demo")
+def write_comparisons(root, better, scale="demo"):
+    """The bootstrap (compare_checkpoints.py) and seed-study (seed_study.py) files in
+    ``root/results/<scale>``, with B ahead (``better`` = 1) or behind (-1): both comparison
+    pairs, and the standard / adversarially trained SimpleNet with PGD top-1 (3 seeds, 3 epochs
+    like fake_demo's runs). make_results.py leaves them alone, so they may come after it."""
+    out = os.path.join(root, "results", scale)
     for file, a, b in (("ci_cnn.md", "SimpleNet", "SceneResNet"), ("ci_vit.md", "SimpleViT", "ImprovedViT")):
         low, high = sorted((better * 2.0, better * 8.0))
         with open(os.path.join(out, file), "w") as f:
@@ -105,9 +111,10 @@ def write_comparisons(root, better):
                     f"{a} 70.0%, {b} {70 + 5 * better:.1f}%; difference {5.0 * better:+.1f} points, 95% "
                     f"paired-bootstrap interval [{low:+.1f}, {high:+.1f}] (10,000 resamples).\n")
     rows = {e.name: e for e in runner.EXPERIMENTS}
-    for a, b in (("simplenet", "cnn"), ("simplevit", "vit")):
-        pair = (rows[a], rows[b])
-        acc = {a: [60.0, 62.0, 64.0], b: [60.0 + 5 * better, 62.0 + 6 * better, 64.0 + 4 * better]}
-        seed_study.write_report(out, pair, [1, 2, 3], [3, 3], acc, DATA, "test machine", "demo")
+    label = DATA if scale == "demo" else MINIPLACES
+    pair = (rows["simplenet"], rows["adv-simplenet"])
+    acc = {"simplenet": [68.0, 70.0, 72.0], "adv-simplenet": [66.0, 67.0, 69.0]}
+    pgd = {"simplenet": [38.0, 40.0, 43.0], "adv-simplenet": [40.0 + 10 * better + d for d in (-1.0, 0.0, 2.0)]}
+    seed_study.write_report(out, pair, [2024, 1, 2], [3, 3], acc, label, "test machine", scale, pgd, 0.5,
+                            "commit abc1234 (6 runs)")
     return out
-

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import inspect
 import io
+import dataclasses
 import json
 import os
 import re
@@ -102,7 +103,7 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     write_status(logs, status("cnn", status="skipped", reason="main.py does not accept these flags yet (x)"))
     write_images(str(logs / "pgd-simplenet" / "simplenet-attack_1"))
     attacks = [("pgd-simplenet", [], 0.1, 10, 12.5, "simplenet-attack_1"),
-               ("pgd-simplenet-eps0.02", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
+               ("pgd-simplenet-eps-low", ["--attack-eps", "0.02"], 0.02, 10, 30.0, None),
                ("pgd-simplenet-steps1", ["--attack-steps", "1"], 0.1, 1, 25.0, None)]
     for name, args, eps, steps, acc1, run_dir in attacks:
         write_status(logs, status(name, kind="attack", target="conv-native", args=args, epsilon=eps, num_steps=steps,
@@ -126,9 +127,9 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     pgd = {r["attack"]: r for r in rows("pgd.csv")}
     assert float(pgd["pgd-simplenet"]["clean top-1 (%)"]) == 40.0, "clean = the target's best epoch"
     assert float(pgd["pgd-simplenet"]["top-1 drop (points)"]) == pytest.approx(27.5)
-    assert [float(pgd[n]["step size"]) for n in ("pgd-simplenet", "pgd-simplenet-eps0.02")] == [0.01, 0.002], \
+    assert [float(pgd[n]["step size"]) for n in ("pgd-simplenet", "pgd-simplenet-eps-low")] == [0.01, 0.002], \
         "main.py's step: the default, or scaled with --attack-eps"
-    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps0.02", "pgd-simplenet"]
+    assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps-low", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
     for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png", "pgd_epsilon.png",
@@ -153,8 +154,8 @@ def test_make_results_compares_adversarial_training_and_flip_averaging(tmp_path)
     out = tmp_path / "results" / "demo"
     with open(out / "adv_robustness.csv") as f:
         adv = list(csv.DictReader(f))
-    assert [(r["epsilon"], r["steps"]) for r in adv] == [("0.1", "10"), ("0.5", "10")], "the settings run on both"
-    strong = adv[1]
+    assert [(r["epsilon"], r["steps"]) for r in adv] == [("0.5", "10")], "the settings run on both"
+    strong = adv[0]
     assert float(strong["standard: PGD top-1 (%)"]) == 40.0 and float(strong["adversarial: PGD top-1 (%)"]) == 50.0
     assert float(strong["adversarial - standard under PGD (points)"]) == pytest.approx(10.0)
     assert float(strong["standard: clean top-1 (%)"]) == 70.0 and float(strong["adversarial: clean top-1 (%)"]) == 68.0
@@ -168,7 +169,8 @@ def test_make_results_compares_adversarial_training_and_flip_averaging(tmp_path)
     assert summary["captions"]["compare_vit.png"].startswith("SimpleViT, improved ViT and improved CNN")
     experiments = (out / "experiments.md").read_text()
     for exp in runner.EXPERIMENTS:
-        assert f"| {exp.name} ({exp.title}) | {exp.part} | `{shlex.join(exp.demo)}" in experiments, exp.name
+        listed = f"| {exp.name} ({exp.title}) | {exp.part} | `{shlex.join(exp.demo or ())}" in experiments
+        assert listed == (exp.demo is not None), exp.name
     assert "| resnet18 (ResNet18, ImageNet fine-tuned) | I.2 | `" in experiments
     assert "| skipped: no ImageNet weights (offline) |" in experiments and "| not run |" in experiments
 
@@ -290,9 +292,12 @@ def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fak
     torch.save({"epoch": 1}, os.path.join(cut, "models", "checkpoint.pth.tar"))
     st = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert st["status"] == "finished" and st["run_dir"] == os.path.basename(cut) and runner.checkpoint_epoch(cut) == 2
-    assert st["code"] == runner.code_version() and re.fullmatch(r"commit [0-9a-f]{7,}( \+ uncommitted changes)?|"
+    assert st["code"] == runner.code_version() and re.fullmatch(r"(uncommitted changes on )?commit [0-9a-f]{7,}|"
                                                                 r"not a git checkout", st["code"])
     assert calls(fake_main)[-1][-2:] == ["--resume", os.path.join(cut, "models", "checkpoint.pth.tar")]
+    recorded = shlex.split(st["command"])
+    assert not [a for a in recorded if os.path.isabs(a)], "the record holds no absolute path"
+    assert recorded[2] == os.path.relpath(demo_data, runner.CODE_DIR) and recorded[:2] == ["python", "main.py"]
     again = runner.run_one(exp, "demo", demo_data, DEMO_LABEL, logs, (exp,), main_py=main_py)
     assert again["note"] == "finished earlier" and len(calls(fake_main)) == 1
     changed = Experiment("simplenet", "I.2", "SimpleNet", (*flags, "--wd", "0"), flags)
@@ -305,6 +310,24 @@ def test_runner_trains_resumes_and_leaves_finished_runs(demo_data, tmp_path, fak
     stuck = Experiment("vit", "II", "exits 0 without training", (*flags, "--noop"), flags)
     st = runner.run_one(stuck, "demo", demo_data, DEMO_LABEL, logs, (stuck,), main_py=main_py)
     assert st["status"] == "failed" and st["reason"].endswith("the newest checkpoint has epoch 0, not 2")
+
+
+def test_a_row_can_be_another_rows_demo_run(demo_data, tmp_path, fake_main):
+    logs = str(tmp_path / "logs" / "demo")
+    flags = ("--arch", "simplenet", "--epochs", "2")
+    table = (Experiment("base", "I.2", "SimpleNet", flags, flags),
+             Experiment("same", "I.1", "SimpleNet, nn.Conv2d", flags, ("--epochs", "9"), demo_run_of="base"),
+             Experiment("only-full", "I.2", "not at demo", None, flags))
+    runner.check_table(table)
+    with pytest.raises(runner.RunnerError, match="must be a training row above it with the same demo flags"):
+        runner.check_table((table[0], dataclasses.replace(table[1], demo=("--epochs", "3"))))
+    early = runner.run_one(table[1], "demo", demo_data, DEMO_LABEL, logs, table, main_py=str(fake_main / "main.py"))
+    assert early["status"] == "skipped" and "base's" in early["reason"]
+    st = runner.run_all(table, "demo", demo_data, logs, main_py=str(fake_main / "main.py"))
+    assert list(st) == ["base", "same"], "rows without demo flags are not in the demo plan"
+    assert len(calls(fake_main)) == 1, "the shared run is trained once"
+    assert st["same"]["status"] == "finished" and st["same"]["run_of"] == "base"
+    assert os.path.isdir(os.path.join(logs, "same", st["same"]["run_dir"], "models")), "its run folder, from its own"
 
 
 def test_newest_run_orders_by_stamp_and_needs_a_checkpoint(tmp_path):
@@ -325,11 +348,13 @@ def test_runner_checks_its_table_and_data(demo_data, tmp_path):
         runner.check_table((Experiment("b", "I", "b", ("--lr", "1"), ("--epochs", "1")),))
     with pytest.raises(runner.RunnerError, match="not a training row above it"):
         runner.check_table((Experiment("p", "III", "p", ("-a",), ("-a",), target="a"), ok))
-    with pytest.raises(runner.RunnerError, match="need -a .attack. or -e .evaluation. at both scales"):
+    with pytest.raises(runner.RunnerError, match="need -a .attack. or -e .evaluation. at each scale"):
         runner.check_table((ok, Experiment("p", "III", "p", ("-e",), ("-a",), target="a")))
-    evals = [e for e in runner.EXPERIMENTS if e.target and "-e" in e.demo]
+    evals = [e for e in runner.EXPERIMENTS if e.target and "-e" in e.full]
     assert sorted(e.target for e in evals) == sorted(e.name for e in runner.EXPERIMENTS if not e.target), \
         "every trained row gets a -e evaluation"
+    trained = {e.name for e in runner.at_scale(runner.EXPERIMENTS, "demo") if not e.target and not e.demo_run_of}
+    assert {e.target for e in runner.at_scale(evals, "demo")} == trained, "at demo scale, each run once"
     with pytest.raises(runner.RunnerError, match="may hold only"):
         runner.check_table((Experiment("a_b", "I", "a", ("--epochs", "1"), ("--epochs", "1")),))
     runner.check_table(runner.EXPERIMENTS)
@@ -339,7 +364,7 @@ def test_runner_checks_its_table_and_data(demo_data, tmp_path):
         runner.prepare_data(str(tmp_path / "empty"), "full")
     assert runner.prepare_data(demo_data, "demo") == (True, "demo set (synthetic, 4 classes, 64 train / 16 val "
                                                             "images; not MiniPlaces)")
-    with pytest.raises(runner.RunnerError, match="unknown experiment"):
+    with pytest.raises(runner.RunnerError, match=r"\['nope'\] not in the demo plan"):
         runner.run_all((ok,), "demo", demo_data, str(tmp_path / "logs"), only=("nope",))
 
 
@@ -347,7 +372,8 @@ def test_runner_command_line_lists_the_plan(tmp_path, capsys):
     assert runner.main(["--demo", "--list", "--root", str(tmp_path)]) is None
     out = capsys.readouterr().out
     for exp in runner.EXPERIMENTS:
-        assert re.search(rf"^{re.escape(exp.name)} +not run$", out, re.M), exp.name
+        listed = re.search(rf"^{re.escape(exp.name)} +not run$", out, re.M)
+        assert bool(listed) == (exp.demo is not None), exp.name
 
 
 def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
@@ -365,7 +391,7 @@ def test_comparisons_follow_the_finished_runs(demo_data, real_run, tmp_path):
     assert done == {"ci_same.md": "written", "ci_stale.md": "removed", "ci_none.md": "not run"}
     text = (out / "ci_same.md").read_text()
     best = os.path.join(str(logs), "same", os.path.basename(run), "models", "model_best.pth.tar")
-    assert f"B: `{best}`" in text and "16 images" in text, "outside the repository: absolute paths"
+    assert f"B: `{os.path.relpath(best, runner.REPO_DIR)}`" in text and "16 images" in text, "no absolute paths"
     assert "difference +0.0 points, 95% paired-bootstrap interval [+0.0, +0.0]" in text, "one model against itself"
     assert sorted(os.listdir(out)) == ["ci_same.md"]
 
@@ -383,6 +409,9 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "CODE_DIR", str(repo / "code"))
     assert runner.code_version() == f"commit {head}"
     (repo / "code" / "m.py").write_text("x = 2\n")
-    assert runner.code_version() == f"commit {head} + uncommitted changes"
+    assert runner.code_version() == f"uncommitted changes on commit {head}"
+    with pytest.raises(runner.RunnerError, match=f"code/ has uncommitted changes on commit {head}: commit first"):
+        runner.check_clean(allow_dirty=False)
+    runner.check_clean(allow_dirty=True)
     monkeypatch.setattr(runner, "CODE_DIR", str(tmp_path))
     assert runner.code_version() == "not a git checkout"

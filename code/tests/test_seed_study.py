@@ -37,7 +37,7 @@ def test_summary_of_paired_seeds():
 def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
     rows = (Experiment("small", "I.2", "SimpleNet", ("--arch", "simplenet", "--lr", "0.01", *TINY), TINY),
             Experiment("big", "I.2", "SimpleNet, higher lr", ("--arch", "simplenet", "--lr", "0.05", *TINY), TINY))
-    acc, data_label, hardware = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
+    acc, pgd, data_label, hardware, code = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
     log_root = tmp_path / "logs" / "demo" / "seeds"
     assert sorted(os.listdir(log_root)) == ["big-e1-seed3", "big-e1-seed4", "small-e1-seed3", "small-e1-seed4"]
     for name in ("small", "big"):
@@ -54,18 +54,47 @@ def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
     assert f"| 3 | {acc['small'][0]:.2f} | {acc['big'][0]:.2f} |" in text and "better in" in text
     assert (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().count("\n") == 3
     before = (log_root / "small-e1-seed3" / "stdout.log").read_text()
-    again, _, _ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
+    again, *_ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
     assert again == acc and (log_root / "small-e1-seed3" / "stdout.log").read_text() == before, "nothing retrained"
 
 
-def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path):
-    for argv in (["--demo", "simplenet", "pgd-simplenet"], ["--demo", "simplenet", "nosuchrow"],
+def test_the_main_seed_is_the_runners_run_and_every_run_is_attacked(demo_data, tmp_path, monkeypatch):
+    rows = (Experiment("small", "I.2", "SimpleNet", ("--arch", "simplenet", "--lr", "0.01", *TINY), TINY),
+            Experiment("big", "I.2", "SimpleNet, higher lr", ("--arch", "simplenet", "--lr", "0.05", *TINY), TINY))
+    attacks = tuple(Experiment(f"pgd-{r.name}", "III", "PGD", ("-a", "-v", "--attack-eps", "0.5", "-j", "0"), ("-a",),
+                               target=r.name) for r in rows)
+    monkeypatch.setattr(runner, "EXPERIMENTS", (rows[0], attacks[0], rows[1], attacks[1]))
+    monkeypatch.setattr(runner, "ATTACK_DEMO", ("-j", "0"))
+    own = runner.run_all(runner.EXPERIMENTS, "demo", demo_data, str(tmp_path / "logs" / "demo"))
+    assert {s["status"] for s in own.values()} == {"finished"}
+    seed = seed_study.main_seed()
+    acc, pgd, _, _, code = seed_study.run_study(rows, [seed, 3], [1, 1], "demo", demo_data, str(tmp_path),
+                                                attack_eps=0.5)
+    assert sorted(os.listdir(tmp_path / "logs" / "demo" / "seeds")) == [
+        "big-e1-seed3", "pgd-big-e1-seed3", "pgd-small-e1-seed3", "small-e1-seed3"], "seed 3 only: 2024 is the runner's"
+    for name in ("small", "big"):
+        assert acc[name][0] == seed_study.best_top1(str(tmp_path / "logs" / "demo"), name), "the runner's own run"
+        assert pgd[name][0] == own[f"pgd-{name}"]["acc1"], "the runner's own attack"
+        attack = runner.read_status(str(tmp_path / "logs" / "demo" / "seeds" / f"pgd-{name}-e1-seed3"))
+        assert attack["status"] == "finished" and attack["epsilon"] == 0.5 and pgd[name][1] == attack["acc1"]
+    assert code.endswith("(4 runs)"), "each training run's code version counted"
+    text = seed_study.write_report(str(tmp_path / "results" / "demo"), rows, [seed, 3], [1, 1], acc, "demo set", "CPU",
+                                   "demo", pgd, 0.5, code)
+    assert f"--seeds {seed} 3 --epochs 1 1 --attack-eps 0.5`" in text and f"Code: {code}. Top-1 is" in text
+    assert "| seed | small top-1 (%) | big top-1 (%) | big - small (points) | small PGD top-1 (%) |" in text
+    header = (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().splitlines()[0]
+    assert header == "seed,small_top1,big_top1,top1_difference,small_pgd_top1,big_pgd_top1,pgd_top1_difference"
+
+
+def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path, capsys):
+    for argv in (["--demo", "simplenet", "pgd-simplenet"], ["--demo", "simplenet", "simplenet-chain"],
+                 ["--demo", "simplenet", "nosuchrow"],
                  ["--demo", "simplenet", "cnn", "--seeds", "1", "1"], ["--demo", "cnn", "cnn"],
                  ["--demo", "simplenet", "cnn", "--epochs-factor", "0"],
                  ["--demo", "simplenet", "cnn", "--epochs", "0", "4"]):
         with pytest.raises(SystemExit) as e:
             seed_study.main([*argv, "--root", str(tmp_path), "--data", str(tmp_path / "data")])
-        assert str(e.value.code).startswith("error: "), argv
+        assert e.value.code == 2 and capsys.readouterr().err.startswith("error: "), argv
     assert not os.path.exists(tmp_path / "logs"), "refused before anything ran"
 
 

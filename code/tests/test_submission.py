@@ -41,8 +41,8 @@ def test_zip_holds_code_writeup_results_only(tmp_path):
 def test_zip_refuses_absolute_paths_missing_report_and_overwrite(tmp_path):
     make_tree(tmp_path)
     out = tmp_path / "a.zip"
-    (tmp_path / "code" / "paths.py").write_text("DATA = '/home/me/miniplaces'\n")
-    with pytest.raises(ValueError, match=r"paths.py:1"):
+    (tmp_path / "code" / "paths.py").write_text(f"DATA = '{HOME}/me/miniplaces'\n")
+    with pytest.raises(ValueError, match=rf"^code/paths.py holds an absolute path: {HOME}/me/miniplaces "):
         zip_submission.build_zip(str(tmp_path), str(out))
     (tmp_path / "code" / "paths.py").unlink()
     (tmp_path / "writeup" / "writeup.pdf").unlink()
@@ -52,6 +52,44 @@ def test_zip_refuses_absolute_paths_missing_report_and_overwrite(tmp_path):
     res = subprocess.run([sys.executable, os.path.join(REPO, "zip_submission.py"), "--root", str(tmp_path),
                           "-o", str(out), "--no-report"], capture_output=True, text=True)
     assert res.returncode != 0 and "exists" in res.stderr
+
+
+HOME = "/" + "home"  # spelled in two parts, so that this file holds no absolute path itself
+
+
+@pytest.mark.parametrize("name, text, found", [
+    ("results/demo/summary.json", '{"command": "python main.py /' + 'work/wt/data --epochs 2"}', "/" + "work/wt/data"),
+    ("results/bench.md", "- command: `python bench.py --out-dir /" + "tmp/convq` (from code/)", "/" + "tmp/convq"),
+    ("writeup/writeup.md", "see " + HOME + "/me/report.pdf.", HOME + "/me/report.pdf."),
+    ("code/tests/test_x.py", "ROOT = '/" + "Users/me'\n", "/" + "Users/me"),
+    ("code/run.sh", "cd C:" + "\\course\\hw\n", "C:" + "\\course\\hw"),
+])
+def test_zip_refuses_any_text_file_with_an_absolute_path(tmp_path, capsys, name, text, found):
+    make_tree(tmp_path)
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text(text)
+    out = tmp_path / "a.zip"
+    with pytest.raises(SystemExit) as e:
+        zip_submission.main(["--root", str(tmp_path), "-o", str(out)])
+    assert e.value.code == 2 and not out.exists()
+    assert capsys.readouterr().err == f"error: {name} holds an absolute path: {found} (make it relative to the " \
+                                      "repository)\n", "one line naming the file and the path"
+
+
+def test_relative_paths_urls_and_binary_files_pass(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "results" / "ok.md").write_text("python main.py ../data --log-dir ../logs/demo/x; "
+                                                "https://download.pytorch.org/models/x.pth; code/data/y; a/tmp/b\n")
+    (tmp_path / "results" / "plot.png").write_bytes(b"\x89PNG" + (HOME + "/me/x").encode())  # not UTF-8
+    (tmp_path / "results" / "data.bin").write_bytes(b"\x00\x01" + (HOME + "/me/x").encode())  # UTF-8, with NUL
+    names = zip_submission.build_zip(str(tmp_path), str(tmp_path / "a.zip"))
+    assert {"results/ok.md", "results/plot.png", "results/data.bin"} <= set(names)
+
+
+def test_the_hand_in_holds_no_absolute_path():
+    names = zip_submission.archived_files(REPO)
+    assert [n for n in names if n.startswith("code/tests/")], "the tests are handed in, and checked too"
+    assert zip_submission.find_absolute_paths(REPO, names) == []
 
 
 def test_download_script_offline_says_what_to_do(tmp_path):
