@@ -13,7 +13,7 @@ if [ ! -f ../data/train.txt ]; then
   $PY make_demo_data.py ../data
 fi
 if [ -f ../data/DEMO_DATASET.txt ]; then
-  flags=(--arch simplenet --epochs 8 --warmup 1 -b 32 --lr 0.05 -j 2)
+  flags=(--arch simplenet --epochs 8 --warmup 1 -b 4 --lr 0.05 -j 2 -p 64)  # default-init SimpleNet needs the steps
 else
   flags=(--arch simplenet --epochs 60)
 fi
