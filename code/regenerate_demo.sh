@@ -11,7 +11,7 @@
 #
 # Stopped at any point, the same command goes on where it stopped. logs/demo/COMMIT names the commit
 # whose runs logs/demo holds; with other code committed since, the script stops and says so, so
-# that no result of older code reaches the report. About 75 minutes on an idle 2-core CPU.
+# that no result of older code reaches the report. The runner's EXPERIMENTS comment gives its CPU budget.
 set -euo pipefail
 cd "$(dirname "$0")"
 py=${PYTHON:-python}
