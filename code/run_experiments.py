@@ -66,9 +66,9 @@ class Experiment:
 CNN_DEMO = ("--warmup", "1", "-b", "32", "--lr", "0.05", "-j", "2", "-p", "8")
 # SimpleNet keeps PyTorch's default initialization (the course's network): its eight plain conv
 # layers start with a vanishing signal. On the demo set it stayed at chance level at batch 32 (8
-# epochs) and at batch 4 (lr 0.05 or 0.1) left it in 2 of 4 runs (once with nn.Conv2d, 5 epochs;
-# once with CustomConv2d, 10 epochs). Batch 4 gives 250 steps per epoch at about the same CPU
-# time per epoch. Settling these rows is open work.
+# epochs); at batch 4 (lr 0.05 or 0.1) it left it in 3 of 6 runs (twice with nn.Conv2d in 5 epochs,
+# once with CustomConv2d in 10) and diverged in 1. Batch 4 gives 250 steps per epoch at about the
+# same CPU time per epoch. Settling these rows is open work.
 SIMPLENET_BATCH = ("--warmup", "1", "-b", "4", "--lr", "0.05", "-j", "2", "-p", "64")
 SIMPLENET_DEMO = ("--arch", "simplenet", "--epochs", "10", *SIMPLENET_BATCH)
 VIT_DEMO = ("--warmup", "1", "-b", "32", "--lr", "0.001", "--wd", "0.05", "-j", "2", "-p", "8")
