@@ -4,7 +4,7 @@
     python seed_study.py --demo simplenet cnn --epochs-factor 2    # both rows twice their epochs
     python seed_study.py --demo simplenet cnn --epochs 10 8        # epochs of A and of B
     python seed_study.py --full simplenet cnn --seeds 1 2 3       # MiniPlaces, a GPU job
-    python seed_study.py --demo simplenet adv-simplenet --seeds 2024 1 2 --attack-eps 0.5
+    python seed_study.py --demo simplenet adv-simplenet --seeds 2024 1 2 3 4 --attack-eps 0.5
 
 Each (row, seed, epochs) is the row's main.py flags at that scale with ``--epochs E`` and
 ``--seed S``, run by run_experiments.run_one into ``<root>/logs/<scale>/seeds/<row>-e<E>-seed<S>/``
