@@ -617,9 +617,9 @@ def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
     text = [f"Highest best val top-1 of these runs: {name(best['name'])} ({best['best_top1']:.1f}%)."]
     ci = bootstrap(ctx, scale, ci_file)
     if ci:
-        text.append(f"On the same val images (paired bootstrap, `{rel(ctx, ci['path'])}`) "
-                    f"{interval_words(name(b), ci['diff'], ci['low'], ci['high'])}, but that interval covers only "
-                    "which images were drawn, not the training seed.")
+        text.append(f"Redrawing the val images with replacement and scoring both models on each draw "
+                    f"(`{rel(ctx, ci['path'])}`), {interval_words(name(b), ci['diff'], ci['low'], ci['high'])}; that "
+                    "interval covers only which images were drawn, not the training seed.")
     accs = simplenet_seeds(ctx, scale, ra["epochs"]) if a == "simplenet" else None
     if accs:
         where = against_range(rb["best_top1"], min(accs), max(accs))

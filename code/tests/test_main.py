@@ -592,3 +592,14 @@ def test_an_old_torch_gets_one_line_and_exit_2():
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
         "error: main.py needs torch >= 2.4 (this is torch 2.0.1); see requirements.txt"]
+
+
+@pytest.mark.parametrize("arch, flags, clipped_at", [("simplenet", (), None), ("simplenet", ("--clip-grad", "0.5"), 0.5),
+                                                     ("simplevit", (), 1.0)])
+def test_gradient_clipping_is_the_courses_by_default_and_reaches_cnns_when_asked(demo_data, tmp_path, monkeypatch,
+                                                                                  arch, flags, clipped_at):
+    real, norms = torch.nn.utils.clip_grad_norm_, []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **kw: (
+        norms.append(max_norm), real(params, max_norm, **kw))[1])
+    driver.main(run_args(demo_data, tmp_path, "--arch", arch, "--epochs", "1", "--warmup", "0", "-p", "100", *flags))
+    assert set(norms) == ({clipped_at} if clipped_at else set()) and (len(norms) > 0) == bool(clipped_at)
