@@ -627,6 +627,11 @@ def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
                     f"those seeds, and the improved CNN's run lies {where} it.")
     cost = ra["images_per_second"] / rb["images_per_second"]
     text.append(f"A training image cost {name(b)} {cost:.1f} times what it cost {name(a)}.")
+    if ra["epochs"] != rb["epochs"]:
+        minutes = [r["epochs"] * r["seconds_per_epoch"] / 60 for r in (rb, ra)]
+        text.append(f"{name(b)[0].upper()}{name(b)[1:]} trained {rb['epochs']} epochs against {name(a)}'s "
+                    f"{ra['epochs']} ({minutes[0]:.1f} against {minutes[1]:.1f} minutes), so these are results of "
+                    "one budget, not of training to the end.")
     text.append(seed_sentence(seed_studies(ctx, scale, a, b), a, b))
     text.append(not_shown(scale))
     return [discussion(text)]
@@ -727,6 +732,12 @@ def findings_pgd(ctx, scale):
     if len(along) > 2:
         text.append(trend_sentence(f"At epsilon {eps:g}, top-1", "with more steps",
                                    [(f"after {r['num_steps']}", r["acc1"]) for r in along], noise))
+        step = along[0]["step_size"]
+        if all(math.isclose(r["step_size"], step) for r in along):
+            text.append(f"Each step moves a pixel by at most {step:g}, so {along[0]['num_steps']} step"
+                        f"{'s' * (along[0]['num_steps'] != 1)} reach{'es' * (along[0]['num_steps'] == 1)} only "
+                        f"{along[0]['num_steps'] * step:g} "
+                        f"of the {eps:g} allowed.")
     course = next((r for r in sweep if r["epsilon"] == attack_default("epsilon")), None)
     if scale == "demo" and course and course is not main_row and course["drop_top1"] <= 2 * noise:
         text.append(f"At the course's epsilon {course['epsilon']:g} the drop ({course['drop_top1']:+.1f} points) is "

@@ -254,6 +254,23 @@ def test_two_measurements_of_one_thing_say_which_to_trust(tmp_path, monkeypatch)
            "the same sign" in win["adv-results"]
 
 
+def test_a_comparison_at_different_epochs_says_so(tmp_path, monkeypatch):
+    build_fake(tmp_path, 1, monkeypatch)
+    results = str(tmp_path / "results")
+    ctx = build_report.Context(results, str(tmp_path / "writeup"), build_report.load_results(results))
+
+    def findings():
+        return " ".join(build_report.comparison_findings(ctx, "demo", "simplenet", "cnn", "ci_cnn.md"))
+
+    assert "one budget" not in findings(), "same epochs: nothing to say"
+    cnn, simplenet = (ctx.scales["demo"]["summaries"][row] for row in ("cnn", "simplenet"))
+    cnn["epochs"], cnn["seconds_per_epoch"] = simplenet["epochs"] + 7, 30.0
+    expected = (f"The improved CNN trained {cnn['epochs']} epochs against SimpleNet's {simplenet['epochs']} "
+                f"({cnn['epochs'] * 0.5:.1f} against {simplenet['epochs'] * simplenet['seconds_per_epoch'] / 60:.1f} "
+                "minutes), so these are results of one budget, not of training to the end.")
+    assert expected in findings()
+
+
 def test_trend_rule_names_each_shape():
     noise = 3.0
     for values, shape in (([69.0, 60.0, 44.5, 30.0], "falls"), ([69.0, 60.0, 44.5, 45.0], "falls, then levels off"),
@@ -285,6 +302,7 @@ def test_the_attack_shows_or_the_report_says_why(tmp_path, monkeypatch):
     assert "At epsilon 0.5 with 10 steps top-1 is 40.0% against 70.0% clean: the attack visibly lowers accuracy " \
            "(60 of 200 images)." in shown
     assert "At the course's epsilon 0.1 the drop (+1.0 points) is within noise: the demo images' pixel noise" in shown
+    assert "Each step moves a pixel by at most 0.05, so 1 step reaches only 0.05 of the 0.5 allowed." in shown
     weak = discussions(build_fake(tmp_path / "b", 1, monkeypatch, attacks={"pgd-simplenet": 68.0,
                                                                           "pgd-simplenet-eps-low": 62.0}))
     assert "top-1 is 68.0% against 70.0% clean, within twice the noise: the attack barely works here." \
