@@ -732,11 +732,10 @@ def findings_pgd(ctx, scale):
     if len(along) > 2:
         text.append(trend_sentence(f"At epsilon {eps:g}, top-1", "with more steps",
                                    [(f"after {r['num_steps']}", r["acc1"]) for r in along], noise))
-        step = along[0]["step_size"]
+        fewest, step = along[0]["num_steps"], along[0]["step_size"]
         if all(math.isclose(r["step_size"], step) for r in along):
-            text.append(f"Each step moves a pixel by at most {step:g}, so {along[0]['num_steps']} step"
-                        f"{'s' * (along[0]['num_steps'] != 1)} reach{'es' * (along[0]['num_steps'] == 1)} only "
-                        f"{along[0]['num_steps'] * step:g} "
+            steps_reach = "1 step reaches" if fewest == 1 else f"{fewest} steps reach"
+            text.append(f"Each step moves a pixel by at most {step:g}, so {steps_reach} only {fewest * step:g} "
                         f"of the {eps:g} allowed.")
     course = next((r for r in sweep if r["epsilon"] == attack_default("epsilon")), None)
     if scale == "demo" and course and course is not main_row and course["drop_top1"] <= 2 * noise:
