@@ -14,7 +14,7 @@ fail() {
   echo "error: $*" >&2
   echo "       Offline? Fetch https://drive.google.com/uc?id=${GDRIVE_ID} and ${LISTS_URL}/{train,val}.txt" >&2
   echo "       on a connected machine, copy them into ${DATA_DIR}, and run this script again;" >&2
-  echo "       or try everything on the generated demo set: (cd code && python make_demo_data.py ../data)" >&2
+  echo "       or try everything on the generated demo set: (cd code && python -m tools.make_demo_data ../data)" >&2
   exit 1
 }
 

@@ -136,7 +136,7 @@ STAMP="- Date: $(date '+%Y-%m-%d %H:%M'), written by \`bash gpu_check.sh\`"
 
 # 1. CUDA-only tests
 run_step "CUDA-only tests (pytest -m cuda)" $P_CUDA_TESTS cuda_tests.log \
-  "$PY" -m pytest tests -m cuda -q -p no:cacheprovider -rs
+  "$PY" -m pytest tools/tests -m cuda -q -p no:cacheprovider -rs
 {
   printf '# CUDA-only tests (pytest -m cuda)\n\n%s\n%s\n\n```\n' "$STAMP" "$ENV_LINES"
   tail -n 30 "$LOGS/cuda_tests.log" 2>/dev/null
@@ -145,25 +145,25 @@ run_step "CUDA-only tests (pytest -m cuda)" $P_CUDA_TESTS cuda_tests.log \
 
 # 2. training throughput at batch 256: 3 models x 3 loops x 2 rounds of 2 + 5 steps
 run_step "bench_train.py, batch 256" $P_BENCH_TRAIN bench_train.log \
-  "$PY" bench_train.py --batch-size 256 --steps 5 --warmup 2 --repeats 2 --device cuda \
+  "$PY" -m tools.bench_train --batch-size 256 --steps 5 --warmup 2 --repeats 2 --device cuda \
   --out "$OUT/train_throughput.md" && expect "bench_train.py target line" bench_train.log 1 "Target (GPU)"
 
 # 3. custom vs native convolution: every layer and network in true fp32, then the networks under AMP
 run_step "bench_conv.py, fp32" $P_BENCH_CONV bench_conv.log \
-  "$PY" bench_conv.py --device cuda --repeats 3 --out-dir "$OUT" &&
+  "$PY" -m tools.bench_conv --device cuda --repeats 3 --out-dir "$OUT" &&
   expect "bench_conv.py target lines" bench_conv.log 3+ "Target (GPU)"
 run_step "bench_conv.py, AMP $AMP, networks" $P_BENCH_CONV_AMP bench_conv_amp.log \
-  "$PY" bench_conv.py --device cuda --amp "$AMP" --layers "" --repeats 3 --out-dir "$OUT" --name conv_benchmark_amp
+  "$PY" -m tools.bench_conv --device cuda --amp "$AMP" --layers "" --repeats 3 --out-dir "$OUT" --name conv_benchmark_amp
 
 # 4. attention paths and ViT budgets
 run_step "bench_attention.py" $P_BENCH_ATTENTION bench_attention.log \
-  "$PY" bench_attention.py --device cuda --out "$OUT/attention_benchmark.md"
+  "$PY" -m tools.bench_attention --device cuda --out "$OUT/attention_benchmark.md"
 
 # 5. demo-set training with AMP, resume, -e, -a; the custom convolution trained and attacked
 DATA="$DEMO/data"
 DEMO_FLAGS=(-b 64 --lr 0.05 -j 4 -p 4)
 if run_step "demo set: make_demo_data.py" $P_DEMO_DATA demo_data.log \
-  "$PY" make_demo_data.py "$DATA" --classes 10 --train-per-class 50 --val-per-class 10; then
+  "$PY" -m tools.make_demo_data "$DATA" --classes 10 --train-per-class 50 --val-per-class 10; then
   run_step "demo: train the improved CNN, AMP, 2 epochs" $P_TRAIN demo_train.log \
     "$PY" main.py "$DATA" --arch cnn --epochs 2 --warmup 1 "${DEMO_FLAGS[@]}" --log-dir "$DEMO/logs" &&
     expect "demo: AMP in use" demo_train.log 1 "=> precision: AMP"
@@ -174,7 +174,7 @@ if run_step "demo set: make_demo_data.py" $P_DEMO_DATA demo_data.log \
     run_step "demo: resume to 3 epochs" $P_RESUME demo_resume.log \
       "$PY" main.py "$DATA" --epochs 3 --resume "${RUN}models/checkpoint.pth.tar" &&
       check "demo: resumed at epoch 3 with the re-planned lr" demo_resume.log \
-        "$PY" tests/check_resume_log.py "$LOGS/demo_resume.log" "${RUN}models/checkpoint.pth.tar" 2 3
+        "$PY" -m tools.tests.check_resume_log "$LOGS/demo_resume.log" "${RUN}models/checkpoint.pth.tar" 2 3
     run_step "demo: -e (flip averaging)" $P_EVAL demo_eval.log \
       "$PY" main.py "$DATA" -e --resume "${RUN}models/model_best.pth.tar" -j 4 --log-dir "$DEMO/logs_eval" &&
       expect "demo: -e accuracies" demo_eval.log 2 "******Acc@1"

@@ -10,7 +10,7 @@ cd code
 PY=../.venv/bin/python
 if [ ! -f ../data/train.txt ]; then
   echo "MiniPlaces not found in data/: generating the DEMO set (run download_dataset.sh for the real one)"
-  $PY make_demo_data.py ../data
+  $PY -m tools.make_demo_data ../data
 fi
 if [ -f ../data/DEMO_DATASET.txt ]; then
   # The improved CNN learns in 3 epochs; the course's default-initialized SimpleNet needs batch 4

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/code"
 PY=../.venv/bin/python
 [ -x "$PY" ] || PY=python3
 $PY test_conv.py
-$PY -m pytest tests -q -p no:cacheprovider "$@"
+$PY -m pytest tools/tests -q -p no:cacheprovider "$@"

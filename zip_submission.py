@@ -64,7 +64,7 @@ def build_zip(root, output, require_report=True):
     if missing:
         raise ValueError(f"missing folder(s) {missing} under {root}")
     if require_report and not os.path.isfile(os.path.join(root, REPORT)):
-        raise ValueError(f"{REPORT} is missing: build the report first (python writeup/build_report.py) "
+        raise ValueError(f"{REPORT} is missing: build the report first (cd code && python -m tools.build_report) "
                          "or pass --no-report")
     names = archived_files(root)
     hits = find_absolute_paths(root, names)

@@ -8,7 +8,7 @@ from torch.utils import data
 from utils import load_image
 
 GET_DATA_HINT = ("get MiniPlaces with ../download_dataset.sh, or make the small demo set "
-                 "with: python make_demo_data.py ../data")
+                 "with: python -m tools.make_demo_data ../data")
 
 
 def collate_uint8(batch):

@@ -46,7 +46,6 @@ import student_code  # noqa: E402
 from custom_blocks import param_groups_weight_decay  # noqa: E402
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8  # noqa: E402
 from decoded_cache import CacheError, with_decoded_cache  # noqa: E402
-from make_demo_data import DEMO_MARKER  # noqa: E402
 from mixed_precision import cuda_amp_dtype, precision_name  # noqa: E402
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups  # noqa: E402
 from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,  # noqa: E402
@@ -55,6 +54,7 @@ from utils import AverageMeter, ImageReadError, LinearWarmupCosineAnnealingLR  #
 from visualization import vis_adversarial  # noqa: E402
 
 NUM_CLASSES = 100
+DEMO_MARKER = "DEMO_DATASET.txt"  # the file tools/make_demo_data.py writes into a demo set (a test keeps them equal)
 CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_acc1", "optimizer",
                    "scheduler")
 DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")

@@ -1,5 +1,5 @@
 """The arithmetic of a run: the autocast dtype that a CUDA device runs natively (one rule for
-main.py and bench_train.py) and the name of the precision that convolutions and matrix
+main.py and tools/bench_train.py) and the name of the precision that convolutions and matrix
 products actually use, read from PyTorch's backend flags (for every benchmark row and main.py)."""
 import torch
 

@@ -1,0 +1,1 @@
+"""The pytest suite: ``python -m pytest tools/tests`` from code/."""
