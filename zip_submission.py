@@ -3,11 +3,17 @@
     python zip_submission.py                 # -> submission.zip beside this file
     python zip_submission.py -o hw.zip --force
 
-Leaves out caches, data, logs, checkpoints and TensorBoard event files, refuses a tree
-in which any text file that would go into the zip holds an absolute path (one line per file,
-naming it and the path; exit status 2), and reports the zip's size.
+Leaves out caches, data, logs, checkpoints and TensorBoard event files, and reports the zip's
+size. It refuses (one line per problem, exit status 2) a tree in which
+  - writeup/contributions.md (the team's members and their parts) is missing or still holds a
+    placeholder, such as "(name)" or TODO;
+  - writeup/writeup.pdf is missing (unless --no-report), or the report does not show
+    contributions.md as it is now, or the PDF was not built from writeup/writeup.md as it is now
+    (the builder stamps the PDF with the SHA-256 of the Markdown it rendered): rebuild the report;
+  - any text file that would go into the zip holds an absolute path (naming the file and the path).
 """
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -21,6 +27,16 @@ SKIP_SUFFIXES = (".pyc", ".pth", ".pth.tar", ".pt", ".ckpt", ".tar", ".tar.gz", 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])(?:/(?:home|Users|tmp|work|root|mnt|media|data|scratch|content|"
                            r"private|Volumes|var|opt|srv)/[\w.-]|[A-Za-z]:[\\/][\w.-])[^\s\"'`,;)\]]*")
 REPORT = os.path.join("writeup", "writeup.pdf")
+REPORT_MD = os.path.join("writeup", "writeup.md")
+CONTRIBUTIONS = os.path.join("writeup", "contributions.md")
+BUILD_REPORT = "cd code && python -m tools.build_report"
+# What a contributions template leaves to fill in: a hint in parentheses such as "(name)" or
+# "(parts, files and experiments)", "to be filled in", or a TODO / TBD / FIXME note.
+PLACEHOLDER = re.compile(r"\((?:name|member|role|parts, files and experiments)\)|\bto be filled in\b|"
+                         r"\b(?:TODO|TBD|FIXME)\b", re.I)
+CONTRIBUTIONS_BLOCK = re.compile(r"<!-- BEGIN generated: contributions -->\n(.*?)<!-- END generated: contributions -->",
+                                 re.S)
+REPORT_SOURCE = re.compile(rb"writeup\.md sha256 ([0-9a-f]{64})")  # the builder's stamp in the PDF
 
 
 def skipped(name):
@@ -58,14 +74,46 @@ def find_absolute_paths(root, names):
     return [(name, path) for name, path in found if path]
 
 
+def read_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def hand_in_problem(root):
+    """The line that says why the team's contributions or the report under ``root`` are not ready
+    to hand in, or None: contributions.md missing or holding a placeholder; where the PDF exists,
+    writeup.md not showing contributions.md as it is now, or the PDF not stamped with the SHA-256
+    of writeup.md as it is now."""
+    if not os.path.isfile(os.path.join(root, CONTRIBUTIONS)):
+        return f"{CONTRIBUTIONS} is missing: write the team's members and their parts there"
+    contributions = read_text(os.path.join(root, CONTRIBUTIONS))
+    placeholder = PLACEHOLDER.search(contributions)
+    if placeholder:
+        return (f"{CONTRIBUTIONS} still holds the placeholder {placeholder.group(0)!r}: "
+                "fill in the team's members and their parts")
+    if not os.path.isfile(os.path.join(root, REPORT)):
+        return None
+    report_md = read_text(os.path.join(root, REPORT_MD)) if os.path.isfile(os.path.join(root, REPORT_MD)) else ""
+    shown = CONTRIBUTIONS_BLOCK.search(report_md)
+    if shown is None or shown.group(1).strip() != contributions.strip():
+        return f"{REPORT_MD} does not show {CONTRIBUTIONS} as it is now: rebuild the report ({BUILD_REPORT})"
+    with open(os.path.join(root, REPORT), "rb") as f:
+        stamp = REPORT_SOURCE.search(f.read())
+    if stamp is None or stamp.group(1).decode() != hashlib.sha256(report_md.encode("utf-8")).hexdigest():
+        return f"{REPORT} was not built from {REPORT_MD} as it is now: rebuild the report ({BUILD_REPORT})"
+    return None
+
+
 def build_zip(root, output, require_report=True):
     """Write the zip; returns the list of archived paths. Raises ValueError on a bad tree."""
     missing = [d for d in FOLDERS if not os.path.isdir(os.path.join(root, d))]
     if missing:
         raise ValueError(f"missing folder(s) {missing} under {root}")
     if require_report and not os.path.isfile(os.path.join(root, REPORT)):
-        raise ValueError(f"{REPORT} is missing: build the report first (cd code && python -m tools.build_report) "
-                         "or pass --no-report")
+        raise ValueError(f"{REPORT} is missing: build the report first ({BUILD_REPORT}) or pass --no-report")
+    problem = hand_in_problem(root)
+    if problem:
+        raise ValueError(problem)
     names = archived_files(root)
     hits = find_absolute_paths(root, names)
     if hits:

@@ -17,6 +17,7 @@ import argparse
 import collections
 import csv
 import functools
+import hashlib
 import html
 import inspect
 import json
@@ -47,6 +48,7 @@ PLACEHOLDERS = {
     "demo": "*Not run on the demo set yet:* `python -m tools.run_experiments --demo` in `code/`.",
 }
 NO_RESULTS = "*No results yet:* see the end of the report."
+CONTRIBUTIONS = "contributions.md"  # beside the Markdown file: the team's members and their parts
 FONT_DIR = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 PAGE_WIDTH_MM, MARGIN_MM = 210, 15  # A4
 TEXT_WIDTH_PT = (PAGE_WIDTH_MM - 2 * MARGIN_MM) / 25.4 * 72
@@ -383,6 +385,16 @@ def gen_provenance(ctx):
                    "recorded run time, seed studies not counted); each one's flags and state: "
                    f"`{rel(ctx, os.path.join(ctx.results, scale, 'experiments.md'))}`.")
     return "\n\n".join(out)
+
+
+def gen_contributions(ctx):
+    """The team's members and their parts: contributions.md beside the Markdown file, as the team
+    wrote it (zip_submission.py packs no hand-in while it is missing or holds a placeholder)."""
+    path = os.path.join(ctx.md_dir, CONTRIBUTIONS)
+    if not os.path.isfile(path):
+        return f"*No {CONTRIBUTIONS} beside the report yet: the team writes its members and their parts there.*"
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def bench_rows(ctx):
@@ -845,6 +857,7 @@ GENERATORS = {
     "cnn-results": gen_cnn_results, "vit-design": gen_vit_design, "vit-scheme": gen_vit_scheme,
     "vit-results": gen_vit_results, "pgd-design": gen_pgd_design, "pgd-results": gen_pgd_results,
     "adv-design": gen_adv_design, "adv-results": gen_adv_results, "provenance": gen_provenance,
+    "contributions": gen_contributions,
 }
 
 
@@ -929,6 +942,8 @@ def render_pdf(text, md_dir, pdf_path):
     page = re.sub(r"<table>.*?</table>", lambda m: layout_table(m.group(0)), page, flags=re.S)
     pdf = ReportPDF(format="A4")
     pdf.set_title("MiniPlaces scene recognition: report")
+    # zip_submission.py packs the PDF only while this is the SHA-256 of writeup.md as it is
+    pdf.set_subject(f"built from writeup.md sha256 {hashlib.sha256(text.encode('utf-8')).hexdigest()}")
     for style, suffix in (("", ""), ("B", "-Bold"), ("I", "-Oblique"), ("BI", "-BoldOblique")):
         pdf.add_font("dejavu", style, os.path.join(FONT_DIR, f"DejaVuSans{suffix}.ttf"))
         pdf.add_font("dejavumono", style, os.path.join(FONT_DIR, f"DejaVuSansMono{suffix}.ttf"))

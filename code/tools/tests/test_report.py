@@ -45,6 +45,7 @@ def repo(demo_data, tmp_path_factory):
     make_results.make_results(str(root / "logs"), str(root / "results"))
     (root / "writeup").mkdir()
     shutil.copy(TEMPLATE, root / "writeup" / "writeup.md")
+    shutil.copy(os.path.join(REPO, "writeup", "contributions.md"), root / "writeup")
     (root / "code").mkdir()
     (root / "code" / "student_code.py").write_text("x = 1\n")
     shutil.copytree(demo_data, root / "data")
