@@ -1,6 +1,8 @@
 """compat_check.py's logic without installing anything: a fake runner stands in for venv, pip,
-git and the checks (the real run downloads several GB and is not part of CI)."""
+git and the checks (the real run downloads several GB and is not part of CI); the checks' own
+command lines run for real once, in a --code-dir of stand-in files."""
 import os
+import sys
 
 import pytest
 
@@ -144,3 +146,39 @@ def test_bad_arguments_exit_2_with_one_line(args, message, capsys, monkeypatch):
         compat_check.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_checks_run_in_the_code_dir_and_import_its_code(tmp_path, monkeypatch):
+    """The three checks, run for real with this Python, in a --code-dir whose files are stand-ins:
+    each imports the folder it runs in (``python -m tools.compat_smoke`` its own tools/ and
+    student_code.py), so a second checkout is checked with its own code. A smoke that fails there
+    fails the row."""
+    code = tmp_path / "other-checkout" / "code"
+    for rel, text in {
+        "student_code.py": "WHERE = 'other checkout'\n",
+        "test_conv.py": "import student_code\nassert student_code.WHERE == 'other checkout'\n",
+        "tools/__init__.py": "",
+        "tools/compat_smoke.py": "import os\nimport student_code\nfrom tools import __file__ as tools_init\n"
+                                 "assert os.path.dirname(os.path.dirname(tools_init)) == os.getcwd()\n"
+                                 "raise SystemExit('smoke: FAILED in ' + student_code.WHERE)\n",
+        "tools/tests/__init__.py": "",
+        "tools/tests/test_starter_interface.py": "import student_code\n\n\ndef test_here():\n"
+                                                "    assert student_code.WHERE == 'other checkout'\n",
+    }.items():
+        (code / rel).parent.mkdir(parents=True, exist_ok=True)
+        (code / rel).write_text(text)
+    real_run = compat_check.run
+
+    def run(argv, cwd=None, timeout=None):  # venv, pip, git and the version line faked; the checks real
+        if argv[0] == "git" or argv[1:3] == ["-m", "venv"] or argv[1:3] == ["-m", "pip"]:
+            return FakeRunner()(argv, cwd, timeout)
+        if argv[1] == "-c":
+            return 0, "2.0.1+cpu 0.x 1.26.4 3.11.7\n"
+        return real_run([sys.executable, *argv[1:]], cwd=cwd, timeout=60)
+
+    monkeypatch.setattr(compat_check, "run", run)
+    out = tmp_path / "compat.md"
+    assert compat_check.main(["--venv-root", str(tmp_path / "venvs"), "--out", str(out), "--versions", "2.0.1",
+                              "--code-dir", str(code)]) == 1
+    assert table_rows(out)["2.0.1"][4:] == ["pass", "pass", "**fail**",
+                                            "smoke training: smoke: FAILED in other checkout"]
