@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import shlex
 import statistics
 from dataclasses import dataclass
 
@@ -38,7 +37,6 @@ from PIL import Image
 import student_code
 
 from tools import REPO_DIR
-from tools.make_results import MEMORY_NOTE
 from tools.run_experiments import EXPERIMENTS, at_scale, flag_value
 
 BLOCK = re.compile(r"(<!-- BEGIN generated: ([a-z0-9-]+) -->\n).*?(<!-- END generated: \2 -->)", re.S)

@@ -5,8 +5,6 @@ On the CPU nothing blocks, so the CPU tests count the torch calls that would blo
 a GPU (a TorchFunctionMode sees every one) and check that an epoch of 6 iterations makes no more
 of them than one of 2. The CUDA tests (run by gpu_check.sh) turn torch's sync debug mode to
 "error" for the iterations between the first and the last."""
-import argparse
-
 import pytest
 import torch
 from torch import nn
