@@ -66,6 +66,11 @@ RUN_DEFINING_FLAGS = ("batch_size", "lr", "warmup", "momentum", "weight_decay", 
                       "label_smoothing", "ema_decay", "mixup", "cutmix", "augment", "backbone_lr_scale")
 MODEL_FLAGS = ("arch", "use_vit", "use_resnet18", "use_custom_conv", "adv_train", "adv_steps", "adv_eps")
 NOT_RESUMED = ("resume", "evaluate", "attack", "start_epoch", "given", "rank", "world_size", "gpu", "vis")
+# Under torchrun the other ranks wait for rank 0's first build of the decoded cache in a gloo group of their own
+# whose timeout fits the build: this many seconds per image, at least CACHE_WAIT_MIN_S. Decoding 20 images/s, far
+# slower than any disk, still fits (MiniPlaces' 100K training images: 83 minutes); NCCL's 10-minute timeout
+# stays on the training collectives, where a wait that long means a hang.
+CACHE_WAIT_S_PER_IMAGE, CACHE_WAIT_MIN_S = 0.05, 1800
 
 
 class UserError(Exception):
@@ -511,16 +516,25 @@ class SeededDataset(Dataset):
 
 
 def decoded(dataset, args):
-    """``dataset`` read from its decoded cache (decoded_cache.py; rank 0 builds it while the
-    other DDP ranks wait), or ``dataset`` itself with --no-cache or when its images differ in size."""
+    """``dataset`` read from its decoded cache (decoded_cache.py), or ``dataset`` itself with --no-cache
+    or when its images differ in size. Under DDP rank 0 builds the cache while the other ranks wait
+    in a gloo barrier of their own, with a timeout that fits the build (CACHE_WAIT_S_PER_IMAGE)."""
     if args.no_cache:
         return dataset
     cache_dir = args.cache_dir or os.path.join(args.data_folder, "cache")
+    if args.world_size > 1:
+        wait = datetime.timedelta(seconds=max(CACHE_WAIT_MIN_S, CACHE_WAIT_S_PER_IMAGE * len(dataset)))
+        group = dist.new_group(backend="gloo", timeout=wait)
     try:
         if args.rank == 0:
             cached = with_decoded_cache(dataset, cache_dir, workers=args.workers)
         if args.world_size > 1:
-            dist.barrier()
+            try:
+                dist.barrier(group=group)
+            except RuntimeError as e:
+                raise UserError(f"rank {args.rank} waited {wait} for rank 0 to build the decoded cache in {cache_dir}: "
+                                "build it first with one process (python main.py, Ctrl-C after its "
+                                "'=> decoded cache: wrote' line), or train with --no-cache") from e
         if args.rank != 0:
             cached = with_decoded_cache(dataset, cache_dir, build=False)
     except CacheError as e:
