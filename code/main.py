@@ -265,6 +265,7 @@ def main(args):
             return evaluate(args, device, is_demo)
         train(args, device, is_demo)
     finally:
+        torch.use_deterministic_algorithms(False)  # set for -e / -a by set_cudnn_flags
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -402,10 +403,16 @@ def evaluate(args, device, is_demo):
 
 def set_cudnn_flags(args):
     """cuDNN picks the fastest algorithms for training (benchmark, fixed input sizes) and
-    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py)."""
+    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py).
+    -e and -a also run torch.use_deterministic_algorithms: on a GPU every op that has a
+    deterministic kernel uses it (cuBLAS one with CUBLAS_WORKSPACE_CONFIG, set here before CUDA
+    starts), and one that has none warns, naming itself (README: GPU machines)."""
     evaluating = args.evaluate or args.attack
     torch.backends.cudnn.benchmark = not evaluating
     torch.backends.cudnn.deterministic = evaluating
+    if evaluating:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(evaluating, warn_only=True)
 
 
 def init_distributed(args):
