@@ -17,8 +17,9 @@
 # to it) and is sized to fit it; it runs under `timeout` for its share. A step that the budget can no
 # longer reach is "not run", not failed. Writes results/gpu/*.md, each naming the GPU and the torch
 # version, and the steps' logs to results/gpu/logs/; exit status 1 when a step failed or timed out.
-# Without CUDA it says so in one line and exits 0. PYTHON=... picks the interpreter (default
-# .venv/bin/python, else python3).
+# Without an NVIDIA GPU it says so in one line and exits 0; with one that torch cannot use (no kernels for it,
+# a driver too old for torch's CUDA) it names the fix in one line and exits 1, as main.py stops there.
+# PYTHON=... picks the interpreter (default .venv/bin/python, else python3).
 set -uo pipefail
 START=$SECONDS
 BUDGET=${GPU_CHECK_BUDGET_S:-450}
@@ -28,14 +29,21 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
-if ! cuda=$(timeout 60 "$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null); then
+# "1": torch can use the GPU; "0": no NVIDIA GPU; otherwise the line that says why torch cannot use it
+if ! cuda=$(cd code && timeout 120 "$PY" -c "import torch; from cuda_build import gpu_problem, query_gpus
+print(gpu_problem(torch) or int(torch.cuda.is_available()) or query_gpus()[1])" 2>/dev/null); then
   echo "error: gpu_check: cannot import torch with $PY (run setup.sh, or set PYTHON)" >&2
   exit 2
 fi
-if [ "$cuda" != "1" ]; then
-  echo "gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing to check"
-  exit 0
-fi
+case $cuda in
+  1) ;;
+  "nvidia-smi not on PATH" | "nvidia-smi found no GPU")
+    echo "gpu_check: no NVIDIA GPU ($cuda): nothing to check"
+    exit 0 ;;
+  *)
+    echo "error: gpu_check: $cuda" >&2
+    exit 1 ;;
+esac
 
 OUT="$ROOT/results/gpu"
 LOGS="$OUT/logs"
@@ -161,7 +169,7 @@ run_step "bench_attention.py" $P_BENCH_ATTENTION bench_attention.log \
 
 # 5. demo-set training with AMP, resume, -e, -a; the custom convolution trained and attacked
 DATA="$DEMO/data"
-DEMO_FLAGS=(-b 64 --lr 0.05 -j 4 -p 4)
+DEMO_FLAGS=(-b 64 --lr 0.05 -j 4 -p 4 --device cuda)
 if run_step "demo set: make_demo_data.py" $P_DEMO_DATA demo_data.log \
   "$PY" -m tools.make_demo_data "$DATA" --classes 10 --train-per-class 50 --val-per-class 10; then
   run_step "demo: train the improved CNN, AMP, 2 epochs" $P_TRAIN demo_train.log \

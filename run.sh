@@ -24,5 +24,10 @@ before=$(ls -d "$log_dir"/*/ 2>/dev/null | sort || true)
 $PY main.py ../data "${flags[@]}" "$@"
 run=$(comm -13 <(echo "$before") <(ls -d "$log_dir"/*/ | sort) | tail -n 1)
 echo "=> evaluating the best checkpoint of ${run}"
-$PY main.py ../data -e --resume "${run}models/model_best.pth.tar" -j 2
+device=()  # a --device or --gpu given for the training holds for the evaluation too
+for ((i = 1; i <= $#; i++)); do
+  j=$((i + 1))
+  case ${!i} in --device | --gpu) device+=("${!i}" "${!j:-}") ;; --device=* | --gpu=*) device+=("${!i}") ;; esac
+done
+$PY main.py ../data -e --resume "${run}models/model_best.pth.tar" -j 2 "${device[@]}"
 echo "=> curves: tensorboard --logdir logs   (from the repository root)"

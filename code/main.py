@@ -8,10 +8,12 @@
     python main.py ../data -e --resume PATH        # evaluate a checkpoint (flip TTA)
     python main.py ../data -a -v --resume PATH     # PGD attack, images to TensorBoard
 
-Runs on CUDA when available (mixed precision, channels_last, pinned memory) and on the CPU
-otherwise. Every run writes TensorBoard logs and checkpoints into a new folder under ../logs;
-``tensorboard --logdir ../logs`` shows the curves. The file reads in the order it runs: the
-command line, ``main``, ``train`` and ``evaluate``, then the helpers of each phase.
+Runs on CUDA when torch can use the GPU (mixed precision, channels_last, pinned memory), on the
+CPU on a machine without an NVIDIA GPU or with --device cpu; a GPU that torch cannot use stops it
+(exit 2) with the command that installs the build that can. Every run writes TensorBoard logs and
+checkpoints into a new folder under ../logs; ``tensorboard --logdir ../logs`` shows the curves. The
+file reads in the order it runs: the command line, ``main``, ``train`` and ``evaluate``, then the
+helpers of each phase.
 """
 import argparse
 import builtins
@@ -44,6 +46,7 @@ from torchvision.transforms import v2  # noqa: E402
 
 import student_code  # noqa: E402
 from custom_blocks import param_groups_weight_decay  # noqa: E402
+from cuda_build import gpu_problem, query_gpus  # noqa: E402
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8  # noqa: E402
 from decoded_cache import CacheError, with_decoded_cache  # noqa: E402
 from mixed_precision import cuda_amp_dtype, precision_name  # noqa: E402
@@ -65,7 +68,12 @@ ARCH_CHOICES = ("cnn", "simplenet", "vit", "simplevit", "resnet18")
 RUN_DEFINING_FLAGS = ("batch_size", "lr", "warmup", "momentum", "weight_decay", "clip_grad", "seed",
                       "label_smoothing", "ema_decay", "mixup", "cutmix", "augment", "backbone_lr_scale")
 MODEL_FLAGS = ("arch", "use_vit", "use_resnet18", "use_custom_conv", "adv_train", "adv_steps", "adv_eps")
-NOT_RESUMED = ("resume", "evaluate", "attack", "start_epoch", "given", "rank", "world_size", "gpu", "vis")
+NOT_RESUMED = ("resume", "evaluate", "attack", "start_epoch", "given", "rank", "world_size", "gpu", "device", "vis")
+# Under torchrun the other ranks wait for rank 0's first build of the decoded cache in a gloo group of their own
+# whose timeout fits the build: this many seconds per image, at least CACHE_WAIT_MIN_S. Decoding 20 images/s, far
+# slower than any disk, still fits (MiniPlaces' 100K training images: 83 minutes); NCCL's 10-minute timeout
+# stays on the training collectives, where a wait that long means a hang.
+CACHE_WAIT_S_PER_IMAGE, CACHE_WAIT_MIN_S = 0.05, 1800
 
 
 class UserError(Exception):
@@ -133,7 +141,11 @@ def get_args_parser():
     parser.add_argument("--use-custom-conv", action="store_true", help="CNNs use CustomConv2d")
     parser.add_argument("--use-vit", action="store_true", help="train default_vit_model (= --arch vit)")
     parser.add_argument("--use-resnet18", action="store_true", help="fine-tune ImageNet ResNet18 (= --arch resnet18)")
-    parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (CPU when no CUDA)")
+    parser.add_argument("--gpu", default=0, type=int, help="CUDA device index (-1: the CPU, as --device cpu)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                        help="auto: the GPU when torch can use it, the CPU on a machine without an NVIDIA GPU, "
+                             "and a stop (exit 2, with the fix) when the machine has one that torch cannot use; "
+                             "cpu: the CPU in any case; cuda: the GPU or a stop")
     parser.add_argument("--arch", default=None, choices=ARCH_CHOICES,
                         help="cnn = student_code.default_cnn_model (None: cnn), simplenet, vit = "
                              "default_vit_model, simplevit, resnet18")
@@ -175,7 +187,7 @@ NUMERIC_FLAGS = {
     "workers": (0, None, True), "epochs": (1, None, True), "warmup": (0, None, True),
     "clip_grad": (0, None, True), "start_epoch": (0, None, True), "batch_size": (1, None, True),
     "lr": (0, None, False), "momentum": (0, 1, True), "weight_decay": (0, None, True),
-    "print_freq": (1, None, True), "gpu": (0, None, True), "backbone_lr_scale": (0, 1, True),
+    "print_freq": (1, None, True), "gpu": (-1, None, True), "backbone_lr_scale": (0, 1, True),
     "seed": (0, 2 ** 31 - 1, True), "label_smoothing": (0, 1, True), "ema_decay": (0, 1, True),
     "mixup": (0, None, True), "cutmix": (0, None, True), "adv_train": (0, 1, True), "adv_steps": (1, None, True),
     "adv_eps": (0, None, False), "attack_eps": (0, None, False), "attack_steps": (1, None, True),
@@ -208,6 +220,8 @@ def check_args(args):
         raise UserError("--start-epoch and --resume: a resumed run starts where its checkpoint stopped")
     if args.resnet18_weights and not args.use_resnet18 and args.arch != "resnet18":
         raise UserError("--resnet18-weights is for --use-resnet18")
+    if args.gpu < 0 and args.device == "cuda":
+        raise UserError("--gpu -1 asks for the CPU and --device cuda for a GPU; pick one")
     if args.no_cache and args.cache_dir:
         raise UserError("--cache-dir names the decoded cache's folder and --no-cache turns it off; pick one")
 
@@ -243,12 +257,15 @@ def main(args):
         is_demo = check_data_folder(args.data_folder)
         if is_demo:
             print_demo_banner(args.data_folder)
-        device = resolve_device(args.gpu)
-        print(f"=> device: {device}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
+        device = resolve_device(args.gpu, args.device)
+        asked = "--device cpu" if args.device == "cpu" else "--gpu -1" if args.gpu < 0 else None
+        why = "" if device.type == "cuda" else f" ({asked or query_gpus()[1]})"
+        print(f"=> device: {device}{why}" + (f", {args.world_size} processes" if args.world_size > 1 else ""))
         if args.evaluate or args.attack:
             return evaluate(args, device, is_demo)
         train(args, device, is_demo)
     finally:
+        torch.use_deterministic_algorithms(False)  # set for -e / -a by set_cudnn_flags
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -386,10 +403,16 @@ def evaluate(args, device, is_demo):
 
 def set_cudnn_flags(args):
     """cuDNN picks the fastest algorithms for training (benchmark, fixed input sizes) and
-    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py)."""
+    deterministic ones for -e / -a, so that an evaluation repeats exactly (the course's main.py).
+    -e and -a also run torch.use_deterministic_algorithms: on a GPU every op that has a
+    deterministic kernel uses it (cuBLAS one with CUBLAS_WORKSPACE_CONFIG, set here before CUDA
+    starts), and one that has none warns, naming itself (README: GPU machines)."""
     evaluating = args.evaluate or args.attack
     torch.backends.cudnn.benchmark = not evaluating
     torch.backends.cudnn.deterministic = evaluating
+    if evaluating:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(evaluating, warn_only=True)
 
 
 def init_distributed(args):
@@ -401,9 +424,10 @@ def init_distributed(args):
         return
     if args.evaluate or args.attack:
         raise UserError("-e and -a run in one process: start them with python, not torchrun")
-    if torch.cuda.is_available():
+    cuda = args.device != "cpu" and args.gpu >= 0 and torch.cuda.is_available()
+    if cuda:
         args.gpu = int(os.environ.get("LOCAL_RANK", "0"))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("nccl" if cuda else "gloo")
     if args.rank != 0:
         builtins.print = lambda *a, **k: None
 
@@ -425,13 +449,23 @@ def print_demo_banner(data_folder):
           flush=True)
 
 
-def resolve_device(gpu):
-    """``cuda:<gpu>`` when CUDA is available, else the CPU."""
+def resolve_device(gpu, device="auto"):
+    """``cuda:<gpu>`` when torch can use the GPU; the CPU when asked (``device`` "cpu", or ``gpu`` -1 as
+    in the course's main.py) or on a machine without an NVIDIA GPU. A GPU that torch cannot use (no kernels
+    for its compute capability, a driver too old for torch's CUDA) stops the run with one line naming the
+    fix (UserError): never a silent CPU run."""
+    if device == "cpu" or gpu < 0:
+        return torch.device("cpu")
+    problem = gpu_problem(torch, gpu)
+    if problem:
+        raise UserError(f"{problem}; or --device cpu to run on the CPU")
     if torch.cuda.is_available():
         if not 0 <= gpu < torch.cuda.device_count():
             raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s)")
         torch.cuda.set_device(gpu)
         return torch.device("cuda", gpu)
+    if device == "cuda":
+        raise UserError(f"--device cuda: torch {torch.__version__} sees no CUDA device ({query_gpus()[1]})")
     return torch.device("cpu")
 
 
@@ -511,16 +545,25 @@ class SeededDataset(Dataset):
 
 
 def decoded(dataset, args):
-    """``dataset`` read from its decoded cache (decoded_cache.py; rank 0 builds it while the
-    other DDP ranks wait), or ``dataset`` itself with --no-cache or when its images differ in size."""
+    """``dataset`` read from its decoded cache (decoded_cache.py), or ``dataset`` itself with --no-cache
+    or when its images differ in size. Under DDP rank 0 builds the cache while the other ranks wait
+    in a gloo barrier of their own, with a timeout that fits the build (CACHE_WAIT_S_PER_IMAGE)."""
     if args.no_cache:
         return dataset
     cache_dir = args.cache_dir or os.path.join(args.data_folder, "cache")
+    if args.world_size > 1:
+        wait = datetime.timedelta(seconds=max(CACHE_WAIT_MIN_S, CACHE_WAIT_S_PER_IMAGE * len(dataset)))
+        group = dist.new_group(backend="gloo", timeout=wait)
     try:
         if args.rank == 0:
             cached = with_decoded_cache(dataset, cache_dir, workers=args.workers)
         if args.world_size > 1:
-            dist.barrier()
+            try:
+                dist.barrier(group=group)
+            except RuntimeError as e:
+                raise UserError(f"rank {args.rank} waited {wait} for rank 0 to build the decoded cache in {cache_dir}: "
+                                "build it first with one process (python main.py, Ctrl-C after its "
+                                "'=> decoded cache: wrote' line), or train with --no-cache") from e
         if args.rank != 0:
             cached = with_decoded_cache(dataset, cache_dir, build=False)
     except CacheError as e:

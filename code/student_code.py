@@ -851,23 +851,6 @@ def get_val_transforms(normalize=True):
 ################################################################################
 
 
-def _valid_range(input, mean, std):
-    """Per-channel bounds (1, C, 1, 1) of images in [0, 1] normalized with ``mean`` and ``std``, on the
-    input's device in float32 (float64 for float64). Raises ValueError unless ``input`` is a (B, C, H, W)
-    floating batch within them; one host sync."""
-    _check(input.dim() == 4 and input.is_floating_point() and input.shape[1] == len(mean),
-           f"input must be a (B, {len(mean)}, H, W) floating tensor, got {tuple(input.shape)} {input.dtype}")
-    bounds = [[(v - m) / s for m, s in zip(mean, std)] for v in (0.0, 1.0)]  # (2, C): pixels 0 and 1
-    bounds = torch.tensor(bounds, dtype=torch.promote_types(input.dtype, torch.float32)).to(input.device)
-    low, high = bounds.view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
-    tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
-    if input.numel() and ((input < low - tol) | (input > high + tol)).any():
-        raise ValueError(f"input in [{input.min().item():.3f}, {input.max().item():.3f}] lies outside the valid "
-                         f"range {low.flatten().tolist()} to {high.flatten().tolist()} per channel: not [0, 1] "
-                         f"images normalized with mean={mean}, std={std}")
-    return low, high
-
-
 class PGDAttack:
     """L-inf PGD towards the least-confident label (the iterative least-likely-class method of Kurakin
     et al., "Adversarial Machine Learning at Scale", ICLR 2017). ``epsilon`` (the radius) and ``step_size``
@@ -885,6 +868,7 @@ class PGDAttack:
         _check(len(mean) == len(std) and min(std) > 0, f"mean, std: one per channel, std > 0, got {mean}, {std}")
         self.loss_fn, self.num_steps, self.step_size, self.epsilon = loss_fn, num_steps, step_size, epsilon
         self.random_start, self.mean, self.std = random_start, tuple(mean), tuple(std)
+        self._bounds = {}  # (device, dtype) -> (low, high) of the valid range, each (1, C, 1, 1); see _valid_range
 
     def perturb(self, model, input):
         """Adversarial version of normalized images ``input`` (B, C, H, W) for ``model`` (nn.Module, -> (B, K)
@@ -892,13 +876,13 @@ class PGDAttack:
         label least likely on ``input``, each projected onto the ``epsilon`` ball around it and the valid range.
         The model runs in eval mode, in float32 without autocast, its parameters' requires_grad off; its mode
         and flags come back, its ``.grad`` untouched. Returns (B, C, H, W) of the input's dtype, without graph.
-        Raises ValueError for an input outside the valid range (see :func:`_valid_range`).
+        Raises ValueError for an input outside the valid range (see :meth:`_valid_range`).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if torch.is_inference_mode_enabled():
             raise RuntimeError("PGDAttack.perturb needs autograd: call it outside torch.inference_mode()")
-        low, high = _valid_range(input, self.mean, self.std)  # (1, C, 1, 1) each, float32 (or float64)
+        low, high = self._valid_range(input)  # (1, C, 1, 1) each, float32 (or float64)
         x0 = input.detach().to(low.dtype)  # fp16 / bf16 -> float32
         ball_low, ball_high = torch.max(x0 - self.epsilon, low), torch.min(x0 + self.epsilon, high)  # (B, C, H, W)
         was_training, params = model.training, [p for p in model.parameters() if p.requires_grad]
@@ -924,6 +908,29 @@ class PGDAttack:
             for p in params:
                 p.requires_grad_(True)
         return x.to(input.dtype)  # no graph: every step starts from a detached x
+
+    def _valid_range(self, input):
+        """Per-channel bounds (1, C, 1, 1) of images in [0, 1] normalized with ``mean`` and ``std``, on the input's
+        device in float32 (float64 for float64). Raises ValueError unless ``input`` is a (B, C, H, W) floating batch;
+        the first call on each device and dtype also checks that it lies within them, then keeps the bounds. Later
+        calls reuse them without a check: reading its result is a host sync, which adversarial training would pay
+        in every iteration, as it would a copy of the bounds to the device."""
+        _check(input.dim() == 4 and input.is_floating_point() and input.shape[1] == len(self.mean),
+               f"input must be a (B, {len(self.mean)}, H, W) floating tensor, got {tuple(input.shape)} {input.dtype}")
+        key = (input.device, torch.promote_types(input.dtype, torch.float32))
+        if key in self._bounds:
+            return self._bounds[key]
+        bounds = [[(v - m) / s for m, s in zip(self.mean, self.std)] for v in (0.0, 1.0)]  # (2, C): pixels 0 and 1
+        low, high = torch.tensor(bounds, dtype=key[1]).to(input.device).view(2, 1, -1, 1, 1)  # (1, C, 1, 1) each
+        if not input.numel():  # an empty batch: nothing to check, nothing kept
+            return low, high
+        tol = max(1e-3, 8 * torch.finfo(input.dtype).eps)  # rounding of a normalized fp16 / bf16 input
+        if ((input < low - tol) | (input > high + tol)).any():
+            raise ValueError(f"input in [{input.min().item():.3f}, {input.max().item():.3f}] lies outside the valid "
+                             f"range {low.flatten().tolist()} to {high.flatten().tolist()} per channel: not [0, 1] "
+                             f"images normalized with mean={self.mean}, std={self.std}")
+        self._bounds[key] = low, high
+        return low, high
 
 
 default_attack = PGDAttack

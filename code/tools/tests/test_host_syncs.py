@@ -11,11 +11,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import main as driver
+from student_code import IMAGENET_MEAN, IMAGENET_STD, SimpleNet
 from utils import LinearWarmupCosineAnnealingLR
 
 # reading a tensor's values, or making a (device) tensor from host values
 HOST_SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu", "nonzero",
               "tensor", "as_tensor", "new_tensor"}
+
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
 
 
 class HostSyncCounter(TorchFunctionMode):
@@ -38,10 +43,19 @@ def tiny_bn_net(num_classes=4):
                          nn.Flatten(), nn.Linear(8, num_classes))
 
 
+def adversarial_net(num_classes=4):
+    """The starter's SimpleNet with adversarial training on (half of every batch: 2-step PGD samples)."""
+    model = SimpleNet(num_classes=num_classes)
+    model.enable_adversarial_training(0.5, num_steps=2, epsilon=0.1)
+    return model
+
+
 def batches(num, pin=False):
-    """``num`` (images (4, 3, 16, 16), labels (4,)) batches as a DataLoader yields them."""
+    """``num`` (images (4, 3, 16, 16), labels (4,)) batches as a DataLoader yields them: normalized
+    images of pixels in [0, 1] (PGD's valid range)."""
     g = torch.Generator().manual_seed(num)
-    out = [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(num)]
+    out = [((torch.rand(4, 3, 16, 16, generator=g) - MEAN) / STD, torch.randint(0, 4, (4,), generator=g))
+           for _ in range(num)]
     return [(x.pin_memory(), y.pin_memory()) for x, y in out] if pin else out
 
 
@@ -49,9 +63,9 @@ def loop_args(*extra):
     return driver.get_args_parser().parse_args(["unused", "-p", "1000", *extra])
 
 
-def train_epoch(loader, device, use_ema, clip_grad, args):
+def train_epoch(loader, device, use_ema, clip_grad, args, make_model=tiny_bn_net):
     torch.manual_seed(0)
-    model = tiny_bn_net().to(device)
+    model = make_model().to(device)
     optimizer = driver.build_optimizer(model, args, "cnn")
     scheduler = LinearWarmupCosineAnnealingLR(optimizer, 2, 20)
     scaler = driver.make_grad_scaler(device, driver.autocast_dtype(device, args))
@@ -72,6 +86,15 @@ def test_training_iterations_do_not_sync(use_ema, clip_grad):
     short, long = (count_syncs(lambda n=n: train_epoch(batches(n), cpu, use_ema, clip_grad, args)) for n in (2, 6))
     assert short == long, f"per-iteration host syncs: {sorted(set(long) - set(short)) or long}"
     assert len(long) <= 3, long  # the print at the last iteration and the epoch's result
+
+
+def test_adversarial_training_iterations_do_not_sync():
+    """PGD inside forward: its valid range is made and checked once (the first iteration), not per call."""
+    cpu, args = torch.device("cpu"), loop_args()
+    short, long = (count_syncs(lambda n=n: train_epoch(batches(n), cpu, False, 0.0, args, adversarial_net))
+                   for n in (2, 6))
+    assert short == long, f"per-iteration host syncs: {sorted(set(long) - set(short)) or long}"
+    assert len(long) <= 5, long  # the range check, the print at the last iteration and the epoch's result
 
 
 def test_validation_iterations_do_not_sync():
@@ -124,13 +147,23 @@ class SyncGuarded:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16, None])
+@pytest.mark.parametrize("amp", ["main.py's dtype", "--no-amp"])
 @pytest.mark.parametrize("use_ema, clip_grad", [(False, 0.0), (True, 1.0)])
-def test_cuda_training_iterations_do_not_sync(monkeypatch, amp_dtype, use_ema, clip_grad):
-    """fp16 included on every GPU: its GradScaler must not read the inf check on the host."""
+def test_cuda_training_iterations_do_not_sync(amp, use_ema, clip_grad):
+    """In the autocast dtype main.py picks for this GPU (fp16 with its GradScaler below compute capability 8.0,
+    bf16 from 8.0), and in float32."""
     device = torch.device("cuda", torch.cuda.current_device())
-    monkeypatch.setattr(driver, "autocast_dtype", lambda device, args: amp_dtype)
-    loss, top1, _, _ = train_epoch(SyncGuarded(batches(5, pin=True)), device, use_ema, clip_grad, loop_args())
+    args = loop_args(*[amp] * (amp == "--no-amp"))
+    loss, top1, *_ = train_epoch(SyncGuarded(batches(5, pin=True)), device, use_ema, clip_grad, args)
+    assert loss > 0 and 0 <= top1 <= 100
+
+
+@pytest.mark.cuda
+def test_cuda_adversarial_training_iterations_do_not_sync():
+    """--adv-train: PGD inside forward, in main.py's autocast dtype for this GPU."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    loss, top1, *_ = train_epoch(SyncGuarded(batches(5, pin=True)), device, False, 0.0, loop_args(),
+                                   adversarial_net)
     assert loss > 0 and 0 <= top1 <= 100
 
 

@@ -11,7 +11,7 @@ from tools import CODE_DIR, REPO_DIR
 
 COURSE_FILES = {"student_code.py", "main.py", "custom_blocks.py", "custom_dataloader.py", "custom_transforms.py",
                 "utils.py", "test_conv.py"}
-MAIN_IMPORTS = {"decoded_cache.py", "mixed_precision.py", "pretrained.py", "visualization.py"}
+MAIN_IMPORTS = {"cuda_build.py", "decoded_cache.py", "mixed_precision.py", "pretrained.py", "visualization.py"}
 DOCS = ("README.md", "run.sh", "run_tests.sh", "setup.sh", ".ci/run", "gpu_check.sh", "download_dataset.sh",
         "data/README.md", "results/README.md", "code/tools/README.md", "code/tools/regenerate_demo.sh",
         "code/custom_dataloader.py")
