@@ -5,7 +5,8 @@
 #
 # 1. run_experiments.py --demo: every experiment of the demo plan (resumable);
 # 2. seed_study.py: the standard and the adversarially trained SimpleNet with main.py's seed and
-#    run_experiments.ADV_SEEDS, each attacked at the demo's epsilon (the main seed is step 1's run);
+#    run_experiments.ADV_SEEDS, each attacked with every run_experiments.ADV_ATTACKS (epsilon, steps)
+#    (the main seed is step 1's run, and its attacks step 1's where they match);
 # 3. run_experiments.py --demo again: nothing left to train, so it writes the bootstrap intervals,
 #    results/demo (make_results.py) and writeup/writeup.pdf (build_report.py).
 #
@@ -28,9 +29,9 @@ if [ -f ../logs/demo/COMMIT ] && [ "$(cat ../logs/demo/COMMIT)" != "$commit" ]; 
 fi
 echo "$commit" > ../logs/demo/COMMIT
 seeds=$("$py" -c 'import main, run_experiments as r; print(main.get_args_parser().get_default("seed"), *r.ADV_SEEDS)')
-eps=$("$py" -c 'import run_experiments as r; print(r.DEMO_EPS[1])')
+attacks=$("$py" -c 'import run_experiments as r; print(*(f"--attack {e:g} {n}" for e, n in r.ADV_ATTACKS))')
 "$py" run_experiments.py --demo --no-report
 rm -f ../results/demo/seeds_*  # studies of older plans; this one is rewritten from its logs below
-# shellcheck disable=SC2086  # the seeds are separate arguments
-"$py" seed_study.py --demo simplenet adv-simplenet --seeds $seeds --attack-eps "$eps"
+# shellcheck disable=SC2086  # the seeds and the attacks are separate arguments
+"$py" seed_study.py --demo simplenet adv-simplenet --seeds $seeds $attacks
 "$py" run_experiments.py --demo

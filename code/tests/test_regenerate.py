@@ -11,7 +11,7 @@ CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = {
     "main.py": "import argparse\ndef get_args_parser():\n    p = argparse.ArgumentParser()\n"
                "    p.add_argument('--seed', default=2024)\n    return p\n",
-    "run_experiments.py": "import sys\nADV_SEEDS = (1, 2)\nDEMO_EPS = ('--attack-eps', '0.5')\n"
+    "run_experiments.py": "import sys\nADV_SEEDS = (1, 2)\nADV_ATTACKS = ((0.5, 10), (1.0, 3))\n"
                           "if __name__ == '__main__':\n    open('../calls.txt', 'a').write(' '.join(sys.argv) + '\\n')\n",
     "seed_study.py": "import os, sys\nopen('../calls.txt', 'a').write(' '.join(sys.argv) + ' | '\n"
                      "    + ' '.join(sorted(os.listdir('../results/demo'))) + '\\n')\n",
@@ -48,7 +48,7 @@ def test_runs_the_demo_then_the_seed_study_then_the_report(checkout):
     assert res.returncode == 0, res.stderr
     calls = (root / "calls.txt").read_text().splitlines()
     assert calls == ["run_experiments.py --demo --no-report",
-                     "seed_study.py --demo simplenet adv-simplenet --seeds 2024 1 2 --attack-eps 0.5 | pgd.md",
+                     "seed_study.py --demo simplenet adv-simplenet --seeds 2024 1 2 --attack 0.5 10 --attack 1 3 | pgd.md",
                      "run_experiments.py --demo"], "older studies removed before the study runs"
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert (root / "logs" / "demo" / "COMMIT").read_text().strip() == head
