@@ -96,8 +96,10 @@ def load_results(results_dir):
 
 def name(row):
     """How the text names an experiment row ('the improved CNN'); the row name when unknown."""
-    title = next((e.title for e in EXPERIMENTS if e.name == row), None)
-    return NAMES.get(row, title[0].lower() + title[1:] if title and title[1:2].islower() else title or row)
+    exp = next((e for e in EXPERIMENTS if e.name == row), None)
+    if row in NAMES or exp is None:
+        return NAMES.get(row, row)
+    return f"the evaluation of {name(exp.target)}" if row.startswith("eval-") else exp.title
 
 
 
@@ -425,17 +427,16 @@ def gen_setting(ctx):
              "a striped texture and one kind of simple object, with pixel noise, and pairs of classes share their "
              "sky and object. Demo numbers show how the methods behave on a tiny budget, never how they do on "
              "MiniPlaces.")]
-    where = [f"the {'demo set' if scale == 'demo' else 'MiniPlaces'} runs on "
-             f"{join_names(hardware_of(ctx, scale)) or 'hardware that was not recorded'}"
-             for scale, _ in SCALE_HEADINGS if ctx.scales[scale]]
+    where = [f"the {'demo' if scale == 'demo' else 'MiniPlaces'} runs: "
+             f"{'; '.join(hardware_of(ctx, scale)) or 'not recorded'}" for scale, _ in SCALE_HEADINGS if ctx.scales[scale]]
     factors = factor_rows(ctx)
     if factors:
-        where.append(f"the convolution benchmark on a {factors[1].replace('CPU ', 'CPU, ', 1)}")
+        where.append(f"the convolution benchmark: {factors[1]}")
     text.append("This report holds results of " + ("the demo set only: MiniPlaces is not measured yet (the appendix "
                                                    "says how)" if ctx.scales["demo"] and not ctx.scales["full"] else
                                                    "MiniPlaces only" if ctx.scales["full"] and not ctx.scales["demo"]
                                                    else "both scales" if ctx.scales["full"] else "neither scale yet")
-                + (f". We ran {join_names(where)}." if where else "."))
+                + (f". Hardware of {'; of '.join(where)}." if where else "."))
     return " ".join(text)
 
 
@@ -544,16 +545,21 @@ def conv_factors(ctx):
             + "".join(f" ({custom_ms(o) / (o['native_fwd_ms'] + o['native_bwd_ms']):.2f} at {int(o['threads'])} "
                       f"threads, where other processes on the shared cores stall every multi-threaded op more)"
                       for o in others) + ".",
-            f"Its matrix products alone take {gemm:.0f} ms, {gemm / native:.2f} times nn.Conv2d's whole step: both "
-            "do the same multiply-adds, and the oneDNN kernels behind nn.Conv2d are not much faster at them.",
-            f"The difference is data movement that nn.Conv2d avoids, {moves:.0f} ms or {moves / total:.0%} of the custom "
-            f"op's time: the unfold copies the input into a column matrix {unfold / total:.0%} of the time, twice "
+            f"Its matrix products alone take {gemm:.0f} ms, {gemm / native:.2f} times nn.Conv2d's whole step, which does "
+            "the same multiply-adds: " + ("the plain matrix products take longer than nn.Conv2d's whole convolution"
+                                         if gemm >= native else "nn.Conv2d's kernels do them only a little faster"
+                                         if gemm >= 0.7 * native else "nn.Conv2d's kernels do them much faster") + ".",
+            f"On top of them the custom op moves data that nn.Conv2d does not, {moves:.0f} ms or {moves / total:.0%} of "
+            f"its time: the unfold copies the input into a column matrix {unfold / total:.0%} of the time, twice "
             "(backward unfolds the input again, since only the input is saved), col2im adds the column gradients back "
             f"one kernel offset at a time ({r['custom_bwd_col2im_ms'] / total:.0%}), and padded copies, permutes and "
             "zero fills take the rest."]
     memory = (f"Memory, measured as the tensors of the convolutions themselves (the runs' peak below is the whole "
-              f"process, about 1 GB of it the Python runtime): both keep the same {r['native_saved_mb']:.0f} MB for "
-              f"backward, each convolution's input and weight"
+              "process, about 1 GB of it the Python runtime): "
+              + (f"both keep the same {r['native_saved_mb']:.0f} MB for backward"
+                 if math.isclose(r["native_saved_mb"], r["custom_saved_mb"], rel_tol=0.01) else
+                 f"the custom op keeps {r['custom_saved_mb']:.0f} MB for backward, nn.Conv2d {r['native_saved_mb']:.0f}")
+              + ", each convolution's input and weight"
               + (", with no copy" if r["custom_saved_new_mb"] == 0 else
                  f", the custom op {r['custom_saved_new_mb']:.0f} MB of copies") +
               f". Allocated during a pass, the largest convolution peaks at {r['custom_fwd_peak_mb']:.0f} MB in forward "
@@ -894,7 +900,7 @@ def gen_eval_results(ctx):
     def render(scale):
         rows = ctx.scales[scale]["eval"]
         if not rows:
-            return [missing(ctx, scale, [e.name for e in at_scale(EXPERIMENTS, scale) if e.name.startswith("eval-")])]
+            return ["*Not measured here:* no checkpoint was evaluated at this scale yet."]
         table = md_table((("model", lambda r: capital(name(r["target"]))),
                           ("top-1 (%)", lambda r: f"{r['plain_top1']:.1f}"),
                           ("flip-averaged", lambda r: f"{r['flip_top1']:.1f}"),
@@ -999,7 +1005,8 @@ def visible_caption(ctx, scale):
     shown = [r for r in attacks_on(ctx, scale, "simplenet") if r.get("mean_change") is not None]
     seen = sorted({r["epsilon"] for r in shown if r["mean_change"] >= VISIBLE_GREY_LEVELS})
     return ("The same val images before and after each attack" + (
-        f": look for the colours and grain that epsilon {join_names(f'{e:g}' for e in seen)} adds" if seen
+        f": look for the colours and grain that epsilon {join_names(f'{e:g}' for e in seen)} "
+        f"add{'s' * (len(seen) == 1)}" if seen
         else ": the attacks change too little to see") + ".")
 
 
@@ -1070,10 +1077,11 @@ def findings_pgd(ctx, scale):
         text.append(f"More steps and a smaller epsilon ({r['num_steps']} steps at {r['epsilon']:g}) give "
                     f"{r['acc1']:.1f}%" + ("" if gap is None else
                                            f", {abs(gap):.1f} points {'above' if gap > 0 else 'below'} {steps} steps "
-                                           f"at {eps:g}: " + ("within noise, with" if abs(gap) <= 2 * noise else
-                                                              "a weaker attack, if with" if gap > 0 else
-                                                              "a stronger attack, with")
-                                           + " a perturbation at most half as large") + ".")
+                                           f"at {eps:g}: " + ("as strong within noise" if abs(gap) <= 2 * noise else
+                                                              "a weaker attack" if gap > 0 else "a stronger attack")
+                                           + f" with a perturbation at most {r['epsilon'] / eps:g} times as large, "
+                                           + (f"which still costs {r['drop_top1']:.1f} points of clean top-1"
+                                              if r["drop_top1"] > 2 * noise else "within noise of clean top-1")) + ".")
     course = next((r for r in sweep if r["epsilon"] == attack_default("epsilon")), None)
     if scale == "demo" and course and course is not main_row and course["drop_top1"] <= 2 * noise:
         text.append(f"At the course's epsilon {course['epsilon']:g} the drop ({course['drop_top1']:+.1f} points) is "

@@ -361,7 +361,7 @@ def test_miniplaces_results_fill_the_miniplaces_sections(tmp_path, monkeypatch):
     found = sections(text)
     assert "Demo set (synthetic, not MiniPlaces)" not in found and len(found["MiniPlaces"]) == 6
     assert "demo set" not in "\n".join(found["MiniPlaces"]).lower()
-    assert "This report holds results of MiniPlaces only. We ran the MiniPlaces runs on test machine" in text
+    assert "This report holds results of MiniPlaces only. Hardware of the MiniPlaces runs: test machine" in text
     assert text.count(build_report.PLACEHOLDERS["demo"]) == 1
     said = discussions(text.replace("#### MiniPlaces", "#### Demo set (synthetic, not MiniPlaces)"))
     assert "After the same 3 epochs, the improved CNN reaches 80.0% best val top-1 against 70.0%" in said["cnn-results"]
@@ -592,5 +592,6 @@ def test_pgd_table_has_more_steps_and_a_smaller_epsilon(fake_report):
     assert any(e < eps and k > steps for e, k in settings), "the handout's more iterations, smaller epsilon"
     full = [runner.attack_settings(e.full) for e in runner.EXPERIMENTS if e.target == "simplenet" and "-a" in e.full]
     assert any(e < build_report.attack_default("epsilon") and k > steps for e, k in full), "and on MiniPlaces"
-    assert "More steps and a smaller epsilon (40 steps at 0.25) give 50.0%, 10.0 points above 10 steps at 0.5" \
-        in generated(text, "pgd-results")
+    assert ("More steps and a smaller epsilon (40 steps at 0.25) give 50.0%, 10.0 points above 10 steps at 0.5: a "
+            "weaker attack with a perturbation at most 0.5 times as large, which still costs 20.0 points of clean "
+            "top-1.") in generated(text, "pgd-results")
