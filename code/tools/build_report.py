@@ -37,6 +37,7 @@ from PIL import Image
 import student_code
 
 from tools import REPO_DIR
+from tools.bench_conv import GPU_BATCH
 from tools.run_experiments import EXPERIMENTS, at_scale, flag_value
 
 BLOCK = re.compile(r"(<!-- BEGIN generated: ([a-z0-9-]+) -->\n).*?(<!-- END generated: \2 -->)", re.S)
@@ -60,7 +61,6 @@ BOOTSTRAP = re.compile(r"(\d+) images: (\S+) ([0-9.]+)%, (\S+) ([0-9.]+)%; diffe
 SEED_PROVENANCE = re.compile(r"Data: (.*?)\. Hardware: (.*?)\. (?:Code: .*?\. )?Top-1 is")
 SEED_CODE = re.compile(r"Code: (.*?)\. Top-1 is")
 SEED_CODE_PART = re.compile(r"([^;()]+?) \((\d+) runs?\)")
-SEED_EPSILON = re.compile(r"PGD: epsilon ([0-9.]+)")
 
 
 @dataclass
@@ -93,14 +93,17 @@ def load_results(results_dir):
 
 def name(row):
     """How the text names an experiment row ('the improved CNN'); the row name when unknown."""
-    return NAMES.get(row, f"`{row}`")
+    exp = next((e for e in EXPERIMENTS if e.name == row), None)
+    if row in NAMES or exp is None:
+        return NAMES.get(row, row)
+    return f"the evaluation of {name(exp.target)}" if row.startswith("eval-") else exp.title
 
 
 
 def join_names(names):
     """'A', 'A and B', 'A, B and C'."""
     names = list(names)
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return "" if not names else names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def direction(value, pivot, above, below, equal):
@@ -151,15 +154,19 @@ def summary_of(ctx, scale, row):
 
 
 def missing(ctx, scale, rows):
-    """Bullets for the experiments of ``rows`` that have no result at ``scale``, with the reason."""
-    lines = []
+    """One sentence on the experiments of ``rows`` that have no result at ``scale``, in plain
+    words (their logs and experiments.md say more), or ''."""
+    said = []
     for row in rows:
         s = status_of(ctx, scale, row)
         if s is None:
-            lines.append(f"- `{row}`: not run at this scale yet")
+            said.append(f"{name(row)} was not run at this scale yet")
         elif s["status"] != "finished":
-            lines.append(f"- `{row}`: {s['status']}: {html.escape(s['reason'], quote=False)}")
-    return "Not measured here:\n\n" + "\n".join(lines) if lines else ""
+            why = ("its ImageNet weights cannot be downloaded on this offline machine" if "ImageNet" in s["reason"]
+                   else f"it needs {name(s['reason'].split()[1])} first" if s["reason"].startswith("needs ")
+                   else "its log says why")
+            said.append(f"{name(row)} was {s['status']} ({why})")
+    return f"*Not measured here:* {'; '.join(said)}." if said else ""
 
 
 def placed_width_pt(path):
@@ -170,15 +177,41 @@ def placed_width_pt(path):
         return min(TEXT_WIDTH_PT, image.width / dpi * 72)
 
 
-def figure(ctx, scale, file):
-    """Markdown for results/<scale>/<file> (alt text: its caption from summary.json) and a
-    caption naming its file (the figure's title says what it shows), or '' when make_results.py
-    did not write it."""
-    if file not in ctx.scales[scale]["files"]:
+FIGURE_REF = re.compile(r"\[\[fig:([^\]]+)\]\]")
+
+
+def has_figure(ctx, scale, file):
+    """Whether the report shows results/<scale>/<file>: make_results.py wrote it, and its scale
+    shows figures (the demo set's only while MiniPlaces has no results: the page budget)."""
+    shows = scale == "full" or not ctx.scales["full"]
+    return shows and bool(ctx.scales[scale]) and file in ctx.scales[scale]["files"]
+
+
+def fig_ref(scale, file):
+    """A reference to the figure of results/<scale>/<file>, numbered by number_figures."""
+    return f"Figure [[fig:{scale}/{file}]]"
+
+
+def figure(ctx, scale, file, caption):
+    """Markdown for results/<scale>/<file> (alt text: make_results.py's caption) and its numbered
+    caption, one sentence that says what to see; '' when make_results.py did not write it."""
+    if not has_figure(ctx, scale, file):
         return ""
-    caption = ctx.scales[scale]["captions"][file]
     path = os.path.join(ctx.results, scale, file)
-    return f"![{caption}]({os.path.relpath(path, ctx.md_dir)})\n\n*Figure: `{rel(ctx, path)}`.*"
+    alt = ctx.scales[scale]["captions"].get(file, file)
+    return f"![{alt}]({os.path.relpath(path, ctx.md_dir)})\n\n*{fig_ref(scale, file)}. {caption}*"
+
+
+def number_figures(text):
+    """Number the figures of ``text`` in order of their captions and put the numbers into every
+    reference; ValueError on a reference to a figure the text does not hold."""
+    numbers = {}
+    for key in re.findall(r"\*Figure \[\[fig:([^\]]+)\]\]\. ", text):
+        numbers.setdefault(key, len(numbers) + 1)
+    unknown = sorted(set(FIGURE_REF.findall(text)) - set(numbers))
+    if unknown:
+        raise ValueError(f"references to figures the report does not show: {unknown}")
+    return FIGURE_REF.sub(lambda m: str(numbers[m.group(1)]), text)
 
 
 def bootstrap(ctx, scale, file):
@@ -199,9 +232,10 @@ def bootstrap(ctx, scale, file):
 def seed_studies(ctx, scale, a, b):
     """Every seed_study.py result of rows ``a`` and ``b`` at ``scale`` (results/<scale>/
     seeds_<a>_vs_<b>_e<EA>-<EB>.csv and .md) in order of (EA, EB): a list of dicts with the
-    epochs, the seeds, each row's per-seed top-1 (``acc_a``, ``acc_b``), seed_study.summarize's
-    numbers, the data and hardware the .md names and its path; with PGD columns also ``pgd``
-    (their summary), ``pgd_a``, ``pgd_b`` and the attack's ``epsilon``."""
+    epochs, the seeds, each row's per-seed clean top-1 (``acc_a``, ``acc_b``), their
+    seed_study.summarize numbers, the data and hardware the .md names and its path, and
+    ``attacks``: per (epsilon, steps) in the order written a dict with ``a``, ``b`` (per-seed PGD
+    top-1) and ``summary``."""
     from tools import seed_study
 
     pattern = re.compile(rf"^seeds_{re.escape(a)}_vs_{re.escape(b)}_e(\d+)-(\d+)\.csv$")
@@ -209,22 +243,17 @@ def seed_studies(ctx, scale, a, b):
     names = os.listdir(folder) if os.path.isdir(folder) else []
     studies = []
     for ea, eb, file in sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := pattern.match(n))):
-        with open(os.path.join(folder, file)) as f:
-            rows = list(csv.DictReader(f))
         md = os.path.join(folder, file[:-4] + ".md")
         with open(md) as f:
-            text = f.read()
-        m = SEED_PROVENANCE.search(text)
+            m = SEED_PROVENANCE.search(f.read())
         if not m:
             raise ValueError(f"{md} does not name its data and hardware")
-        acc_a, acc_b = ([float(r[f"{x}_top1"]) for r in rows] for x in (a, b))
-        study = dict(seed_study.summarize(acc_a, acc_b), epochs=(ea, eb), seeds=[int(r["seed"]) for r in rows],
-                     acc_a=acc_a, acc_b=acc_b, data=m.group(1), hardware=m.group(2), path=md)
-        if rows and f"{a}_pgd_top1" in rows[0]:
-            pgd_a, pgd_b = ([float(r[f"{x}_pgd_top1"]) for r in rows] for x in (a, b))
-            study.update(pgd=seed_study.summarize(pgd_a, pgd_b), pgd_a=pgd_a, pgd_b=pgd_b,
-                         epsilon=float(SEED_EPSILON.search(text).group(1)))
-        studies.append(study)
+        _, seeds, measures = seed_study.read_report(os.path.join(folder, file), legacy_steps=attack_default("num_steps"))
+        acc_a, acc_b = measures.pop(None)
+        studies.append(dict(seed_study.summarize(acc_a, acc_b), epochs=(ea, eb), seeds=seeds, acc_a=acc_a,
+                            acc_b=acc_b, data=m.group(1), hardware=m.group(2), path=md,
+                            attacks={k: {"a": xs, "b": ys, "summary": seed_study.summarize(xs, ys)}
+                                     for k, (xs, ys) in measures.items()}))
     return studies
 
 
@@ -359,8 +388,58 @@ def discussion(sentences):
     return "**Discussion.** " + " ".join(t for t in sentences if t)
 
 
+def capital(text):
+    """``text`` with its first letter in upper case ('the improved CNN' -> 'The improved CNN')."""
+    return text[:1].upper() + text[1:]
+
+
+def demo_classes(label):
+    """The names of the demo set's classes for a data label that counts them (make_demo_data's
+    choice of MiniPlaces categories), or None."""
+    from tools.make_demo_data import CATEGORY_NAMES, pick_labels
+
+    m = re.search(r"(\d+) classes", label)
+    return [CATEGORY_NAMES[k].replace("_", " ") for k in pick_labels(int(m.group(1)))] if m else None
+
+
+def hardware_of(ctx, scale):
+    """The hardware lines of a scale's finished runs, sorted."""
+    return sorted({s["hardware"] for s in ctx.scales[scale]["statuses"] if s["status"] == "finished"
+                   and not s["hardware"].startswith("not recorded")})
+
+
+def gen_setting(ctx):
+    """Block 'setting': the data and the hardware, said once for the whole report."""
+    demo = ctx.scales["demo"]
+    label = next((d for d in demo["data"] if d.startswith("demo set")), None) if demo else None
+    m = re.search(r"(\d+) classes, (\d+) train / (\d+) val images", label or "")
+    counts = (f"{m.group(1)} classes, {int(m.group(2)) // int(m.group(1))} train and {int(m.group(3)) // int(m.group(1))} "
+              "val images per class" if m else "10 classes, 100 train and 20 val images per class")
+    classes = demo_classes(label or "10 classes")
+    text = [("We measured at two scales and keep their numbers apart. **MiniPlaces** is the assignment's data (100 "
+             "scene classes, 100,000 train and 10,000 val images of 128x128 pixels), trained for the assignment's "
+             "epochs on a GPU. The **demo set** is a synthetic stand-in that our code generates in MiniPlaces' layout "
+             f"so that every model can be trained on a 2-core CPU: {counts}. Its classes carry the names of "
+             f"MiniPlaces scenes ({join_names(classes)}), but each is drawn from a recipe: a sky and a ground colour, "
+             "a striped texture and one kind of simple object, with pixel noise, and pairs of classes share their "
+             "sky and object. Demo numbers show how the methods behave on a tiny budget, never how they do on "
+             "MiniPlaces.")]
+    where = [f"the {'demo' if scale == 'demo' else 'MiniPlaces'} runs: "
+             f"{'; '.join(hardware_of(ctx, scale)) or 'not recorded'}" for scale, _ in SCALE_HEADINGS if ctx.scales[scale]]
+    factors = factor_rows(ctx)
+    if factors:
+        where.append(f"the convolution benchmark: {factors[1]}")
+    text.append("This report holds results of " + ("the demo set only: MiniPlaces is not measured yet (the appendix "
+                                                   "says how)" if ctx.scales["demo"] and not ctx.scales["full"] else
+                                                   "MiniPlaces only" if ctx.scales["full"] and not ctx.scales["demo"]
+                                                   else "both scales" if ctx.scales["full"] else "neither scale yet")
+                + (f". Hardware of {'; of '.join(where)}." if where else "."))
+    return " ".join(text)
+
+
 def gen_provenance(ctx):
-    """Block 'provenance': one paragraph per scale: data, hardware, the commit of the code."""
+    """Block 'provenance': one paragraph per scale: data, hardware, the commit of the code, and the
+    commands that make every number of the report."""
     out = []
     for scale, heading in SCALE_HEADINGS:
         summary = ctx.scales[scale]
@@ -382,6 +461,10 @@ def gen_provenance(ctx):
                    f"Code: {code}. {len(finished)} of {len(plan)} experiments finished ({minutes:.0f} min of "
                    "recorded run time, seed studies not counted); each one's flags and state: "
                    f"`{rel(ctx, os.path.join(ctx.results, scale, 'experiments.md'))}`.")
+    out.append("Commands, from `code/`: `bash tools/regenerate_demo.sh` (every demo experiment, its seed study and "
+               "this report), `python -m tools.run_experiments --full` (MiniPlaces, on a GPU), "
+               "`python -m tools.bench_conv --factors` (the convolution's parts); `python -m tools.make_results` and "
+               "`python -m tools.build_report` turn logs into `results/` and this report.")
     return "\n\n".join(out)
 
 
@@ -395,66 +478,181 @@ def gen_contributions(ctx):
         return f.read()
 
 
-def bench_rows(ctx):
-    """bench_conv.py's whole-network rows (results/conv_benchmark.csv) and its hardware line."""
-    path = os.path.join(ctx.results, "conv_benchmark.csv")
+# ---------------------------------------------------------------- Part I.1: where the convolution's time goes
+
+FACTOR_LABELS = (("fwd", "unfold", "unfold (im2col copy), forward"), ("fwd", "gemm", "matrix products, forward"),
+                 ("bwd", "unfold", "unfold again, backward"), ("bwd", "gemm", "matrix products, backward"),
+                 ("bwd", "col2im", "col2im (fold), backward"), ("fwd", "pad", "padding copies, forward"),
+                 ("bwd", "pad", "padding copies, backward"), ("fwd", "other", "the rest, forward"),
+                 ("bwd", "other", "the rest, backward"))
+
+
+def factor_rows(ctx):
+    """bench_conv.py --factors' rows of results/conv_factors.csv (numbers as floats) and its
+    hardware line, or None when the file is absent."""
+    path = os.path.join(ctx.results, "conv_factors.csv")
     if not os.path.isfile(path):
-        return [], None
+        return None
     with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "network"]
+        rows = [{k: (float(v) if re.fullmatch(r"-?[0-9.]+(e-?\d+)?", v or "") else v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
     with open(path[:-4] + ".md") as f:
-        hardware = re.search(r"^- hardware: (.*)$", f.read(), re.M)
-    return rows, hardware.group(1) if hardware else "hardware in its file"
+        text = f.read()
+    hardware = re.search(r"^- hardware: (.*)$", text, re.M)
+    rounds = re.search(r"(\d+) timed rounds", text)
+    batch = re.search(r"^- batch (\d+), images (\d+)x", text, re.M)
+    return rows, hardware.group(1) if hardware else "hardware not recorded", {
+        "rounds": int(rounds.group(1)) if rounds else None, "batch": int(batch.group(1)) if batch else None,
+        "size": int(batch.group(2)) if batch else None}
 
 
-def conv_bench(ctx):
-    """bench_conv.py's whole-network rows in one sentence: training-step and memory ratios."""
-    rows, hardware = bench_rows(ctx)
-    if not rows:
-        return "*The convolution benchmark is not in `results/` yet:* run `python -m tools.bench_conv` in `code/`."
-    by_threads = collections.defaultdict(list)
-    for r in rows:
-        by_threads[r["threads"]].append(r)
-    said = join_names(join_names(f"{float(r['train_ratio']):.2f} ({r['name']})" for r in group)
-                      + f" at {t} thread{'s' * (t != '1')}" for t, group in by_threads.items())
-    memory = sorted({f"{float(r['peak_ratio']):.2f}" for r in rows})
-    return (f"The benchmark (`code/tools/bench_conv.py`, {hardware}, batch 32) timed a training step of whole networks with "
-            f"CustomConv2d at {said} times nn.Conv2d's time, with {' to '.join([memory[0], memory[-1]][:len(memory)])} "
-            f"times its peak memory (every layer: `{rel(ctx, os.path.join(ctx.results, 'conv_benchmark.md'))}`).")
+def factor_total(rows, threads=None):
+    """The SimpleNet total row of the --factors table at ``threads`` (the fewest threads measured
+    when None: a single thread is the least disturbed by other processes on a shared CPU), or None."""
+    totals = [r for r in rows if r["name"].startswith("simplenet (all")]
+    if not totals:
+        return None
+    return min(totals, key=lambda r: r["threads"]) if threads is None else next(
+        (r for r in totals if r["threads"] == threads), None)
 
 
-RUN_COLUMNS = (("experiment", lambda r: r["name"]), ("epochs", lambda r: r["epochs"]),
+def custom_ms(r, parts=None):
+    """The custom op's milliseconds in row ``r``: all of them, or those of ``parts`` [(pass, part)]."""
+    keys = parts or [(p, part) for p, part, _ in FACTOR_LABELS]
+    return sum(r[f"custom_{p}_{part}_ms"] for p, part in keys)
+
+
+def conv_factors(ctx):
+    """The --factors benchmark in the report: a table of where SimpleNet's convolutions spend a
+    training step, and sentences on time, memory and what a GPU changes."""
+    found = factor_rows(ctx)
+    if not found:
+        return ["*The convolution's parts are not measured yet:* see the appendix."]
+    rows, hardware, setup = found
+    r = factor_total(rows)
+    if r is None:
+        return ["*The convolution benchmark holds no SimpleNet rows.*"]
+    total, native = custom_ms(r), r["native_fwd_ms"] + r["native_bwd_ms"]
+    threads = int(r["threads"])
+    table = md_table((("part of the custom op", lambda x: x[0]), ("ms", lambda x: f"{x[1]:.1f}"),
+                      ("share", lambda x: x[2])),
+                     [(label, r[f"custom_{p}_{part}_ms"], f"{r[f'custom_{p}_{part}_ms'] / total:.0%}")
+                      for p, part, label in FACTOR_LABELS]
+                     + [("custom op, forward and backward", total, "100%"),
+                        ("nn.Conv2d, forward and backward", native, f"{native / total:.0%}")])
+    gemm = custom_ms(r, [("fwd", "gemm"), ("bwd", "gemm")])
+    unfold = custom_ms(r, [("fwd", "unfold"), ("bwd", "unfold")])
+    cpu_max, gpu_max = student_code._COLS_CHUNK_BYTES["cpu"][1], student_code._COLS_CHUNK_BYTES_DEFAULT[1]
+    moves = total - gemm
+    others = [o for o in rows if o["name"] == r["name"] and o["threads"] != r["threads"]]
+    intro = (f"Where a training step of SimpleNet's {int(r['count'])} convolutions spends its time on the CPU "
+             f"({threads} thread{'s' * (threads != 1)}, batch {setup['batch']}, {setup['size']}x{setup['size']} images, "
+             f"medians of {setup['rounds']} rounds, each part timed on its own, other work sharing the CPU):")
+    text = [f"The custom op took {total / native:.2f} times nn.Conv2d's time here"
+            + "".join(f" ({custom_ms(o) / (o['native_fwd_ms'] + o['native_bwd_ms']):.2f} at {int(o['threads'])} "
+                      f"threads, where other processes on the shared cores stall every multi-threaded op more)"
+                      for o in others) + ".",
+            f"Its matrix products alone take {gemm:.0f} ms, {gemm / native:.2f} times nn.Conv2d's whole step, which does "
+            "the same multiply-adds: " + ("the plain matrix products take longer than nn.Conv2d's whole convolution"
+                                         if gemm >= native else "nn.Conv2d's kernels do them only a little faster"
+                                         if gemm >= 0.7 * native else "nn.Conv2d's kernels do them much faster") + ".",
+            f"On top of them the custom op moves data that nn.Conv2d does not, {moves:.0f} ms or {moves / total:.0%} of "
+            f"its time: the unfold copies the input into a column matrix {unfold / total:.0%} of the time, twice "
+            "(backward unfolds the input again, since only the input is saved), col2im adds the column gradients back "
+            f"one kernel offset at a time ({r['custom_bwd_col2im_ms'] / total:.0%}), and padded copies, permutes and "
+            "zero fills take the rest."]
+    memory = (f"Memory, measured as the tensors of the convolutions themselves (the runs' peak below is the whole "
+              "process, about 1 GB of it the Python runtime): "
+              + (f"both keep the same {r['native_saved_mb']:.0f} MB for backward"
+                 if math.isclose(r["native_saved_mb"], r["custom_saved_mb"], rel_tol=0.01) else
+                 f"the custom op keeps {r['custom_saved_mb']:.0f} MB for backward, nn.Conv2d {r['native_saved_mb']:.0f}")
+              + ", each convolution's input and weight"
+              + (", with no copy" if r["custom_saved_new_mb"] == 0 else
+                 f", the custom op {r['custom_saved_new_mb']:.0f} MB of copies") +
+              f". Allocated during a pass, the largest convolution peaks at {r['custom_fwd_peak_mb']:.0f} MB in forward "
+              f"and {r['custom_bwd_peak_mb']:.0f} MB in backward for the custom op against {r['native_fwd_peak_mb']:.0f} "
+              f"and {r['native_bwd_peak_mb']:.0f} MB for nn.Conv2d (output and gradients included; scratch that oneDNN "
+              "takes outside PyTorch's allocator is not counted). The custom op's scratch is one chunk of columns: "
+              f"here {int(r['chunk_samples'])} sample{'s' * (r['chunk_samples'] != 1)} at a time "
+              f"({r['chunk_mb']:.0f} MiB), as the CPU bound on a chunk (at most {cpu_max / 2 ** 20:.0f} MiB, in at "
+              f"most {student_code._COLS_CHUNKS} chunks with several threads) keeps it in cache.")
+    gpu = (f"On a GPU a chunk may hold {gpu_max / 2 ** 30:g} GiB of columns, so at the default batch of {GPU_BATCH} "
+           "one chunk holds "
+           f"{'all' if r['gpu_chunk_samples'] >= GPU_BATCH else int(r['gpu_chunk_samples'])} "
+           f"{int(r['gpu_chunk_samples']) if r['gpu_chunk_samples'] >= GPU_BATCH else ''} samples of SimpleNet's "
+           f"first convolution, {r['gpu_chunk_mb']:.0f} MiB of columns in float32 (half that under bf16 or fp16): "
+           "there the custom op trades that memory for one large matrix product per pass; we have not measured "
+           "time or memory on a GPU.").replace("  ", " ")
+    return [intro, table, discussion(text), memory, gpu]
+
+
+RUN_COLUMNS = (("model", lambda r: capital(name(r["name"]))), ("epochs", lambda r: r["epochs"]),
                ("best val top-1 (%)", lambda r: f"{r['best_top1']:.1f}"),
-               ("s/epoch", lambda r: f"{r['seconds_per_epoch']:.0f}"),
-               ("peak memory (MiB)", lambda r: f"{r['peak_memory_mb']:.0f}"))
+               ("last train loss", lambda r: "n/a" if r["final_train_loss"] is None else f"{r['final_train_loss']:.2f}"),
+               ("s/epoch", lambda r: f"{r['seconds_per_epoch']:.0f}"))
 
 
 def runs_table(ctx, scale, rows):
-    """The finished training runs of ``rows`` as one compact table, with their data and hardware."""
+    """The finished training runs of ``rows`` as one compact table (one run each)."""
     runs = [r for r in (summary_of(ctx, scale, row) for row in rows) if r]
     if not runs:
         return ""
-    return f"One run each ({data_short(runs[0]['data'])}; {runs[0]['hardware']}):\n\n{md_table(RUN_COLUMNS, runs)}"
+    return f"One run each:\n\n{md_table(RUN_COLUMNS, runs)}"
+
+
+def lr_words(ctx, scale, row):
+    """'warms up over 1 epoch, then falls along a cosine to zero' from the flags ``row`` ran with."""
+    warmup = main_args(ran_flags(ctx, scale, row)).warmup
+    return (f"warms up over {warmup} epoch{'s' * (warmup != 1)}, then falls along a cosine to zero" if warmup
+            else "falls along a cosine to zero")
+
+
+def ran_flags(ctx, scale, row):
+    """The main.py flags ``row`` ran with at ``scale`` (its plan's when it has not run)."""
+    ran = status_of(ctx, scale, row) if ctx.scales[scale] else None
+    return tuple(ran["args"]) if ran and ran["status"] == "finished" and ran.get("args") else row_flags(row, scale)
+
+
+def curves(ctx, scale, row):
+    """The numbered figure of one run's curves (loss, learning rate, train and val top-1) with a
+    caption that says what to see, or ''."""
+    r = summary_of(ctx, scale, row)
+    if not r:
+        return ""
+    train = r.get("final_train_top1")
+    said = (f"{capital(name(row))} over {r['epochs']} epochs: val top-1 peaks at {r['best_top1']:.1f}% in epoch "
+            f"{r['best_epoch']}" + (f" and ends at {r['final_top1']:.1f}%" if r.get("final_top1") is not None and
+                                    r["best_epoch"] != r["epochs"] else ""))
+    if train is not None:
+        said += (f", train top-1 ends at {train:.1f}%" + (" (measured on augmented" + (" and half adversarial" if
+                                                                                        row == "adv-simplenet" else "")
+                                                           + " images)" if train < r["best_top1"] else ""))
+    return figure(ctx, scale, f"curves_{row}.png", f"{said}; the learning rate {lr_words(ctx, scale, row)}.")
 
 
 def gen_conv_results(ctx):
-    """Block 'conv-results': the benchmark, then per scale the custom-vs-native runs and what they show."""
+    """Block 'conv-results': the convolution's parts, then per scale the custom-vs-native runs."""
     runs = per_scale(ctx, lambda scale: [*conv_results(ctx, scale), *findings_conv(ctx, scale)])
-    return f"{conv_bench(ctx)}\n\n{runs}"
+    return "\n\n".join([*conv_factors(ctx), runs])
 
 
 def conv_results(ctx, scale):
-    """The custom-vs-native runs at ``scale``: table, overlay, what is missing."""
+    """The custom-vs-native runs at ``scale``: table, both runs' curves, what is missing."""
     return [shared_note(ctx, scale, "conv-native"), runs_table(ctx, scale, ("conv-native", "conv-custom")),
-            figure(ctx, scale, "compare_conv.png"), missing(ctx, scale, ("conv-native", "conv-custom"))]
+            curves(ctx, scale, "simplenet" if shared_run_of(ctx, scale, "conv-native") else "conv-native"),
+            curves(ctx, scale, "conv-custom"), missing(ctx, scale, ("conv-native", "conv-custom"))]
+
+
+def shared_run_of(ctx, scale, row):
+    """The row whose run ``row`` shares at ``scale`` (the demo's nn.Conv2d row is SimpleNet's), or None."""
+    s = status_of(ctx, scale, row) if ctx.scales[scale] else None
+    return s.get("run_of") if s else None
 
 
 def shared_note(ctx, scale, row):
-    """'The nn.Conv2d run is the SimpleNet run of Part I.2.' when ``row``'s run is another row's."""
-    s = status_of(ctx, scale, row)
-    if not (s and s.get("run_of")):
-        return ""
-    return f"The {name(row)} run is the {name(s['run_of'])} run of Part I.2 (same flags and seed)."
+    """'SimpleNet with nn.Conv2d is the SimpleNet run of Part I.2.' when ``row``'s run is another row's."""
+    other = shared_run_of(ctx, scale, row)
+    return f"{capital(name(row))} is the {name(other)} run of Part I.2 (same settings and seed)." if other else ""
 
 
 def data_short(label):
@@ -473,7 +671,8 @@ def not_shown(scale):
 
 def simplenet_seeds(ctx, scale, epochs):
     """SimpleNet's per-seed best top-1 at ``epochs`` epochs from a seed study, or None."""
-    for other in sorted({f.split("_vs_")[1].rsplit("_e", 1)[0] for f in os.listdir(os.path.join(ctx.results, scale))
+    folder = os.path.join(ctx.results, scale)
+    for other in sorted({f.split("_vs_")[1].rsplit("_e", 1)[0] for f in os.listdir(folder)
                          if f.startswith("seeds_simplenet_vs_") and f.endswith(".csv")}):
         for study in seed_studies(ctx, scale, "simplenet", other):
             if study["epochs"][0] == epochs:
@@ -493,24 +692,24 @@ def val_count(label):
 
 
 def findings_conv(ctx, scale):
-    """Block 'findings-conv': speed (which measurement to trust), memory and accuracy, per scale."""
+    """Speed (which measurement to trust), the loss curves and accuracy, per scale."""
     native, custom = summary_of(ctx, scale, "conv-native"), summary_of(ctx, scale, "conv-custom")
     if not (native and custom):
-        return [missing(ctx, scale, ("conv-native", "conv-custom"))]
+        return []
     speed = custom["seconds_per_epoch"] / native["seconds_per_epoch"]
-    text = [f"CustomConv2d took {speed:.2f} times nn.Conv2d's epoch time and "
-            f"{custom['peak_memory_mb'] / native['peak_memory_mb']:.2f} times its peak memory."]
-    bench, _ = bench_rows(ctx)
-    ref = next((r for r in bench if r["name"] == "simplenet" and r["threads"] == "2"),
-               next((r for r in bench if r["name"] == "simplenet"), None))
+    text = [f"An epoch with CustomConv2d took {speed:.2f} times as long as with nn.Conv2d."]
+    found = factor_rows(ctx)
+    ref = factor_total(found[0]) if found else None
     if ref:
-        ratio = float(ref["train_ratio"])
+        ratio = custom_ms(ref) / (ref["native_fwd_ms"] + ref["native_bwd_ms"])
         run_way, bench_way = (direction(x, 1, "slower", "faster", "as fast") for x in (speed, ratio))
         agree = f"both say {bench_way}" if run_way == bench_way else "they disagree"
-        text.append(f"The benchmark measured {ratio:.2f} for SimpleNet at {ref['threads']} "
-                    f"thread{'s' * (ref['threads'] != '1')}: {agree}. We trust the benchmark, which alternates "
-                    "both on the same inputs, over two single runs made at different times on a shared machine.")
-    diff = custom["best_top1"] - native["best_top1"]
+        text.append(f"The benchmark above measured {ratio:.2f} for the convolutions alone: {agree}; we trust the "
+                    "benchmark, which alternates both on the same inputs, over two single runs at different times "
+                    "on a shared machine, and an epoch also spends time outside the convolutions.")
+    if native["final_train_loss"] and custom["final_train_loss"]:
+        text.append(f"The loss curves follow each other: the last epoch's train loss is {custom['final_train_loss']:.2f} "
+                    f"with CustomConv2d against {native['final_train_loss']:.2f}.")
     accs = simplenet_seeds(ctx, scale, native["epochs"])
     asked = int(flag_value(row_flags("conv-custom", "full"), "--epochs"))
     budget = (f" (the assignment asks for {asked}; the demo's CPU budget fits {native['epochs']})"
@@ -523,6 +722,7 @@ def findings_conv(ctx, scale):
         acc += (f"; {seed_range_words(accs)}, and the CustomConv2d run lies {where} that range"
                 + (", as expected." if where == "within" else ", more than seeds alone explain."))
     else:
+        diff = custom["best_top1"] - native["best_top1"]
         noise = noise_points(native["best_top1"], val_count(native["data"]))
         acc += (f", and the {abs(diff):.1f}-point gap is {'within' if abs(diff) <= 2 * noise else 'beyond'} "
                 f"twice the noise of one run ({noise:.1f} points).")
@@ -530,36 +730,45 @@ def findings_conv(ctx, scale):
     return [discussion(text)]
 
 
+# ---------------------------------------------------------------- Part I.2 and II: schemes and comparisons
+
+SCHEME_SETTINGS = (("batch_size", "batch {}"), ("lr", "learning rate {:g}"), ("warmup", "warm-up {} epochs"),
+                   ("weight_decay", "weight decay {:g}"))
+SCHEME_EXTRAS = (("label_smoothing", "label smoothing {:g}"), ("ema_decay", "an average of the weights (EMA decay {:g})"),
+                 ("mixup", "MixUp (alpha {:g})"), ("cutmix", "CutMix (alpha {:g})"))
+
+
 def scheme_line(ctx, scale, rows):
-    """'epochs: SimpleNet 5, the improved CNN 2; batch 32, learning rate 0.05 (ResNet18: 0.01),
-    warm-up epochs 1, weight decay 0.0001.' from the main.py flags each row ran with at ``scale``
-    (its plan's flags when it has not run): each setting's most common value, and the rows that
-    differ from it."""
-    parsed = {}
-    for row in rows:
-        ran = status_of(ctx, scale, row) if ctx.scales[scale] else None
-        flags = tuple(ran["args"]) if ran and ran["status"] == "finished" else row_flags(row, scale)
-        if flags is not None:
-            parsed[row] = vars(main_args(flags))
-    epochs = join_names(f"{name(row)} {a['epochs']}" for row, a in parsed.items())
-    settings = []
-    for key, words in (("batch_size", "batch {}"), ("lr", "learning rate {:g}"), ("warmup", "warm-up epochs {}"),
-                       ("weight_decay", "weight decay {:g}")):
+    """'epochs: SimpleNet 10 and the improved CNN 10; batch 32 (SimpleNet: 4), learning rate ...;
+    the improved CNN also label smoothing 0.1.' from the main.py flags each row ran with at
+    ``scale`` (its plan's flags when it has not run): each setting's most common value and the rows
+    that differ from it, then the extras (label smoothing, EMA, MixUp, CutMix) each row adds."""
+    parsed = {row: vars(main_args(flags)) for row in rows if (flags := ran_flags(ctx, scale, row)) is not None}
+    epochs = {a["epochs"] for a in parsed.values()}
+    said = [f"{epochs.pop()} epochs each" if len(epochs) == 1 else
+            "epochs: " + join_names(f"{name(row)} {a['epochs']}" for row, a in parsed.items())]
+    for key, words in SCHEME_SETTINGS:
         common = collections.Counter(a[key] for a in parsed.values()).most_common(1)[0][0]
-        odd = [f"{name(row)}: {words.format(a[key]).split()[-1]}" for row, a in parsed.items() if a[key] != common]
-        settings.append(words.format(common) + (f" ({'; '.join(odd)})" if odd else ""))
-    return f"epochs: {epochs}; {', '.join(settings)}."
+        odd = [f"{name(row)}: {words.format(a[key]).split()[-2 if key == 'warmup' else -1]}"
+               for row, a in parsed.items() if a[key] != common]
+        said.append(words.format(common) + (f" ({'; '.join(odd)})" if odd else ""))
+    extras = [f"{name(row)} also {join_names(words.format(a[key]) for key, words in SCHEME_EXTRAS if a[key])}"
+              for row, a in parsed.items() if any(a[key] for key, _ in SCHEME_EXTRAS)]
+    return f"{', '.join(said)}" + (f"; {'; '.join(extras)}" if extras else "") + "."
+
+
+def scheme_block(ctx, rows):
+    """The scheme line of ``rows`` at MiniPlaces (as run_experiments.py --full will run it, or
+    as it ran) and at each other scale that has results."""
+    lines = [f"- MiniPlaces{'' if ctx.scales['full'] else ' (as it will run)'}: {scheme_line(ctx, 'full', rows)}"]
+    if ctx.scales["demo"]:
+        lines.append(f"- Demo set: {scheme_line(ctx, 'demo', rows)}")
+    return "\n".join(lines)
 
 
 def gen_cnn_scheme(ctx):
     """Block 'cnn-scheme': epochs and the main hyper-parameters per scale."""
     return scheme_block(ctx, ("simplenet", "cnn", "resnet18"))
-
-
-def scheme_block(ctx, rows):
-    """The scheme line of ``rows`` for each scale that has results (both when neither has)."""
-    scales = [(s, h) for s, h in SCALE_HEADINGS if ctx.scales[s]] or SCALE_HEADINGS
-    return "\n".join(f"- {heading}: {scheme_line(ctx, scale, rows)}" for scale, heading in scales)
 
 
 def gen_cnn_design(ctx):
@@ -571,27 +780,30 @@ def gen_cnn_design(ctx):
 def seed_table(studies, a, b):
     """The seed studies of rows ``a`` and ``b`` as one table, one study per row."""
     return md_table((
-        (f"epochs ({a} / {b})", lambda s: f"{s['epochs'][0]} / {s['epochs'][1]}"), ("seeds", lambda s: s["n"]),
-        (f"mean top-1 (%, {a} / {b})", lambda s: f"{s['mean_a']:.1f} / {s['mean_b']:.1f}"),
-        (f"{b} - {a} (points)", lambda s: f"{s['mean_diff']:+.1f}"),
-        ("95% t-interval", lambda s: t_interval(s).split("seeds ")[-1])),
-        studies)
+        (f"epochs ({name(a)} / {name(b)})", lambda s: f"{s['epochs'][0]} / {s['epochs'][1]}"),
+        ("seeds", lambda s: s["n"]), ("mean top-1 (%)", lambda s: f"{s['mean_a']:.1f} / {s['mean_b']:.1f}"),
+        ("difference (points)", lambda s: f"{s['mean_diff']:+.1f}"),
+        ("95% t-interval", lambda s: t_interval(s).split("seeds ")[-1])), studies)
 
 
-def comparison_results(ctx, scale, a, b, group, rows):
-    """The results of a comparison group: table, overlay, seed studies, what is missing."""
-    parts = [runs_table(ctx, scale, rows), figure(ctx, scale, f"compare_{group}.png")]
+def comparison_results(ctx, scale, a, b, rows):
+    """The results of a comparison: table, each run's curves, seed studies, what is missing."""
+    parts = [runs_table(ctx, scale, rows)]
+    shown = shared_run_of(ctx, scale, "conv-native") == "simplenet" and has_figure(ctx, scale, "curves_simplenet.png")
+    if "simplenet" in rows and shown:
+        parts.append(f"SimpleNet's curves are those of {fig_ref(scale, 'curves_simplenet.png')}.")
+    parts += [curves(ctx, scale, row) for row in rows if not (row == "simplenet" and shown)]
     studies = seed_studies(ctx, scale, a, b)
     if studies:
-        parts += [f"Several seeds (`code/tools/seed_study.py`):", seed_table(studies, a, b)]
+        parts += ["Several seeds:", seed_table(studies, a, b)]
     parts.append(missing(ctx, scale, rows))
     return parts
 
 
 def gen_cnn_results(ctx):
-    """Block 'cnn-results': SimpleNet vs improved CNN vs ResNet18 per scale, and what they show."""
+    """Block 'cnn-results': SimpleNet vs improved CNN (vs ResNet18) per scale, and what they show."""
     return per_scale(ctx, lambda scale: [
-        *comparison_results(ctx, scale, "simplenet", "cnn", "cnn", ("simplenet", "cnn", "resnet18")),
+        *comparison_results(ctx, scale, "simplenet", "cnn", ("simplenet", "cnn", "resnet18")),
         *comparison_findings(ctx, scale, "simplenet", "cnn", "ci_cnn.md", ("resnet18",))])
 
 
@@ -613,31 +825,60 @@ def seed_sentence(studies, a, b):
             f"{join_names(said)}; we trust these over the single runs.")
 
 
+def why_behind(ctx, scale, a, b, ra, rb):
+    """One sentence, chosen by rule from the runs' numbers, on why improved model ``b`` does not
+    beat ``a`` at this budget: still rising when training stopped, fitting its training images
+    far better than val, or no gain on data the small model already fits."""
+    size = model_size(b), model_size(a)
+    bigger = (f" with {size[0][0] / size[1][0]:.0f} times the parameters" if all(size) and size[0][0] > size[1][0]
+              else "")
+    noise = noise_points(rb["best_top1"], val_count(rb["data"]))
+    train = rb.get("final_train_top1")
+    if rb["best_epoch"] == rb["epochs"] and rb["best_top1"] - ra["best_top1"] < -noise:
+        images = re.search(r"(\d+) train", rb["data"]).group(1)
+        return (f"Its val top-1 was still at its best in the last epoch: {rb['epochs']} epochs of {images} images are "
+                f"too few for a model{bigger} to catch up.")
+    if train is not None and train - rb["best_top1"] > 2 * noise + 5:
+        return (f"It fits its training images far better than the val images (train top-1 {train:.1f}% against "
+                f"{rb['best_top1']:.1f}%): the few training images do not constrain a model{bigger}.")
+    return (f"On these simple synthetic classes {name(a)} already reaches {ra['best_top1']:.1f}%, and a model{bigger} "
+            "has little left to gain in the same epochs.")
+
+
 def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
     """Findings of row ``b`` against baseline ``a`` (and ``extra`` rows for reference)."""
     ra, rb = summary_of(ctx, scale, a), summary_of(ctx, scale, b)
     if not (ra and rb):
-        return [missing(ctx, scale, (a, b))]
-    runs = [r for r in (ra, rb, *(summary_of(ctx, scale, e) for e in extra)) if r]
-    best = max(runs, key=lambda r: r["best_top1"])
-    text = [f"Highest best val top-1 of these runs: {name(best['name'])} ({best['best_top1']:.1f}%)."]
+        return []
+    noise = noise_points(ra["best_top1"], val_count(ra["data"]))
+    diff = rb["best_top1"] - ra["best_top1"]
+    same = ra["epochs"] == rb["epochs"]
+    way = "ahead of" if diff > 2 * noise else "behind" if diff < -2 * noise else "level with"
+    text = [(f"After the same {ra['epochs']} epochs" if same else
+             f"After {rb['epochs']} epochs against {name(a)}'s {ra['epochs']}")
+            + f", {name(b)} reaches {rb['best_top1']:.1f}% best val top-1 against {ra['best_top1']:.1f}%: "
+            f"{way} {name(a)} by more than twice the noise of one run ({noise:.1f} points)".replace(
+                "level with " + name(a) + " by more than", f"level with {name(a)}, within")]
+    for row in extra:
+        re_ = summary_of(ctx, scale, row)
+        if re_:
+            text.append(f"{capital(name(row))} reaches {re_['best_top1']:.1f}% in {re_['epochs']} epochs.")
     ci = bootstrap(ctx, scale, ci_file)
     if ci:
-        text.append(f"Redrawing the val images with replacement and scoring both models on each draw "
-                    f"(`{rel(ctx, ci['path'])}`), {interval_words(name(b), ci['diff'], ci['low'], ci['high'])}; that "
-                    "interval covers only which images were drawn, not the training seed.")
+        text.append(f"Redrawing the val images with replacement and scoring both models on each draw, "
+                    f"{interval_words(name(b), ci['diff'], ci['low'], ci['high'])}; that interval covers only which "
+                    "images were drawn, not the training seed.")
     accs = simplenet_seeds(ctx, scale, ra["epochs"]) if a == "simplenet" else None
     if accs:
         where = against_range(rb["best_top1"], min(accs), max(accs))
-        text.append(f"{seed_range_words(accs)}; we trust that range over the single SimpleNet run, which is one of "
-                    f"those seeds, and the improved CNN's run lies {where} it.")
-    cost = ra["images_per_second"] / rb["images_per_second"]
-    text.append(f"A training image cost {name(b)} {cost:.1f} times what it cost {name(a)}.")
-    if ra["epochs"] != rb["epochs"]:
-        minutes = [r["epochs"] * r["seconds_per_epoch"] / 60 for r in (rb, ra)]
-        text.append(f"{name(b)[0].upper()}{name(b)[1:]} trained {rb['epochs']} epochs against {name(a)}'s "
-                    f"{ra['epochs']} ({minutes[0]:.1f} against {minutes[1]:.1f} minutes), so these are results of "
-                    "one budget, not of training to the end.")
+        text.append(f"{seed_range_words(accs)}; {name(b)}'s run lies {where} that range.")
+    minutes = [r["epochs"] * r["seconds_per_epoch"] / 60 for r in (rb, ra)]
+    text.append(f"A training image cost {name(b)} {ra['images_per_second'] / rb['images_per_second']:.1f} times what "
+                f"it cost {name(a)} ({minutes[0]:.1f} against {minutes[1]:.1f} minutes in all).")
+    if not same:
+        text.append("These runs had different budgets, so they are results of one budget, not a comparison.")
+    elif way != "ahead of":
+        text.append(why_behind(ctx, scale, a, b, ra, rb))
     text.append(seed_sentence(seed_studies(ctx, scale, a, b), a, b))
     text.append(not_shown(scale))
     return [discussion(text)]
@@ -655,11 +896,33 @@ def gen_vit_scheme(ctx):
 
 
 def gen_vit_results(ctx):
-    """Block 'vit-results': SimpleViT vs improved ViT (vs the improved CNN) per scale, and what they show."""
+    """Block 'vit-results': SimpleViT vs improved ViT per scale, and what they show."""
     return per_scale(ctx, lambda scale: [
-        *comparison_results(ctx, scale, "simplevit", "vit", "vit", ("simplevit", "vit", "cnn")),
-        *comparison_findings(ctx, scale, "simplevit", "vit", "ci_vit.md", ("cnn",))])
+        *comparison_results(ctx, scale, "simplevit", "vit", ("simplevit", "vit")),
+        *comparison_findings(ctx, scale, "simplevit", "vit", "ci_vit.md")])
 
+
+def gen_eval_results(ctx):
+    """Block 'eval-results': every model's best checkpoint evaluated alone and flip-averaged."""
+    def render(scale):
+        rows = ctx.scales[scale]["eval"]
+        if not rows:
+            return ["*Not measured here:* no checkpoint was evaluated at this scale yet."]
+        table = md_table((("model", lambda r: capital(name(r["target"]))),
+                          ("top-1 (%)", lambda r: f"{r['plain_top1']:.1f}"),
+                          ("flip-averaged", lambda r: f"{r['flip_top1']:.1f}"),
+                          ("top-5 (%)", lambda r: f"{r['plain_top5']:.1f}"),
+                          ("flip-averaged ", lambda r: f"{r['flip_top5']:.1f}")), rows)
+        gains = [r["gain_top1"] for r in rows]
+        noise = noise_points(statistics.fmean(r["plain_top1"] for r in rows), rows[0]["val_images"])
+        text = [f"Averaging each image with its mirror image changes top-1 by {min(gains):+.1f} to {max(gains):+.1f} "
+                f"points, {'within' if max(map(abs, gains)) <= noise else 'in places beyond'} the noise of one run "
+                f"({noise:.1f} points)."]
+        return [table, discussion(text)[len("**Discussion.** "):]]
+    return per_scale(ctx, render)
+
+
+# ---------------------------------------------------------------- Part III
 
 def attack_default(key):
     """A default of student_code.default_attack (epsilon, num_steps, ...)."""
@@ -672,13 +935,19 @@ def scale_epsilon(scale):
     return float(eps) if eps is not None else attack_default("epsilon")
 
 
+def grey_levels(eps):
+    """The most that ``eps`` (in normalized units) moves a pixel, in grey levels of 255: eps times
+    the largest ImageNet std of the three channels."""
+    return eps * max(student_code.IMAGENET_STD) * 255
+
+
 def gen_pgd_design(ctx):
     """Block 'pgd-design': the attack's defaults and the demo's epsilon."""
     eps, steps, step = (attack_default(k) for k in ("epsilon", "num_steps", "step_size"))
     demo = scale_epsilon("demo")
-    return (f"`default_attack`: {steps} steps of {step:g}, epsilon {eps:g}, no random start. The demo attacks use "
-            f"epsilon {demo:g} (step size scaled alike): the demo images carry pixel noise of 18/255, three times "
-            f"the default epsilon, which then barely moves a prediction.")
+    return (f"Our defaults: {steps} steps of {step:g}, epsilon {eps:g} (at most {grey_levels(eps):.0f} grey levels), "
+            f"no random start. The demo attacks use epsilon {demo:g} (step size scaled alike): the demo images carry "
+            f"pixel noise of 18 grey levels, three times the default epsilon, which then barely moves a prediction.")
 
 
 def attacks_on(ctx, scale, target):
@@ -692,32 +961,97 @@ def pgd_table(rows):
     return md_table((
         ("epsilon", lambda r: f"{r['epsilon']:g}"), ("steps", lambda r: r["num_steps"]),
         ("step size", lambda r: f"{r['step_size']:g}"), ("PGD top-1 (%)", lambda r: f"{r['acc1']:.1f}"),
-        ("drop (points)", lambda r: f"{r['drop_top1']:+.1f}")), rows)
+        ("drop (points)", lambda r: f"{r['drop_top1']:+.1f}"),
+        ("pixel change (grey levels)", lambda r: "not logged" if r.get("mean_change") is None else
+         f"{r['mean_change']:.0f} on average, at most {r['max_change']:.0f}")), rows)
 
 
 def pgd_results(ctx, scale):
-    """Block 'pgd-results': SimpleNet under every attack, the sweeps and the sample images."""
-    attacks = [e.name for e in EXPERIMENTS if e.target == "simplenet" and e.demo and "-a" in e.demo]
-
+    """SimpleNet under every attack, the sweeps and the images."""
+    attacks = [e.name for e in EXPERIMENTS if e.target == "simplenet" and getattr(e, scale) and "-a" in getattr(e, scale)]
     rows = attacks_on(ctx, scale, "simplenet")
     if not rows:
         return [missing(ctx, scale, ("simplenet", *attacks))]
     r = rows[0]
-    return [f"SimpleNet's best checkpoint ({r['clean_top1']:.1f}% clean top-1; {data_short(r['data'])}; "
-            f"{r['hardware']}) under each attack:", pgd_table(rows), figure(ctx, scale, "pgd_epsilon.png"),
-            figure(ctx, scale, "pgd_steps.png"), figure(ctx, scale, "pgd_samples_pgd-simplenet.png"),
+    return [f"SimpleNet's best checkpoint ({r['clean_top1']:.1f}% clean top-1) under each attack:", pgd_table(rows),
+            figure(ctx, scale, "pgd_sweeps.png", sweep_caption(rows)),
+            figure(ctx, scale, "pgd_visible_simplenet.png", visible_caption(ctx, scale)),
             missing(ctx, scale, attacks)]
 
 
+def sweep_caption(rows):
+    """The caption of the PGD sweeps: SimpleNet's top-1 against epsilon and against steps, each
+    shape named by ``trend``."""
+    clean, n = rows[0]["clean_top1"], rows[0]["val_images"]
+    noise = noise_points(clean, n)
+    eps, steps = rows_epsilon(rows), attack_default("num_steps")
+    said = []
+    for along, points in (("epsilon grows", [r["acc1"] for r in sorted(rows, key=lambda r: r["epsilon"])
+                                             if r["num_steps"] == steps]),
+                          ("steps are added", [r["acc1"] for r in rows if r["epsilon"] == eps])):
+        if len(points) > 1:
+            said.append(f"{TREND_WORDS.get(trend(points, noise), trend(points, noise))} as {along}")
+    return (f"SimpleNet's top-1 under attack {join_names(said)}" if said else "PGD top-1") + \
+        "; the dashed lines are each model's clean top-1."
+
+
+def rows_epsilon(rows):
+    """The epsilon at which ``rows`` sweep the steps: the one with the most step counts."""
+    counts = collections.Counter(r["epsilon"] for r in rows)
+    return max(counts, key=lambda e: (counts[e], e))
+
+
+# The mean change (grey levels of 255) from which we saw the perturbation in the demo images, whose
+# pixel noise is 18 levels: at 5 we could not tell the images apart, at 13 (40 steps at epsilon
+# 0.25) colours shifted when set side by side, at 20 (epsilon 0.5) the change was plain.
+VISIBLE_GREY_LEVELS = 10
+
+
+def visible_caption(ctx, scale):
+    """The caption of the image rows: what to look for."""
+    shown = [r for r in attacks_on(ctx, scale, "simplenet") if r.get("mean_change") is not None]
+    seen = sorted({r["epsilon"] for r in shown if r["mean_change"] >= VISIBLE_GREY_LEVELS})
+    return ("The same val images before and after each attack" + (
+        f": look for the colours and grain that epsilon {join_names(f'{e:g}' for e in seen)} "
+        f"add{'s' * (len(seen) == 1)}" if seen
+        else ": the attacks change too little to see") + ".")
+
+
+def visibility_words(ctx, scale):
+    """Sentences on whether the perturbation shows, at the default epsilon and at the scale's,
+    from the measured pixel changes (our threshold: VISIBLE_GREY_LEVELS on average)."""
+    shown = {(r["epsilon"], r["num_steps"]): r for r in attacks_on(ctx, scale, "simplenet")
+             if r.get("mean_change") is not None}
+    if not shown:
+        return []
+    images = (fig_ref(scale, "pgd_visible_simplenet.png") if has_figure(ctx, scale, "pgd_visible_simplenet.png")
+              else "the results folder")
+    text = [f"Can we see it? We look at the images of {images}; in our eyes a change shows from about "
+            f"{VISIBLE_GREY_LEVELS} grey levels on average" + (", against the demo images' pixel noise of 18."
+                                                               if scale == "demo" else ".")]
+    for (eps, steps), r in sorted(shown.items()):
+        where = ("the course's default" if eps == attack_default("epsilon") and steps == attack_default("num_steps")
+                 else "the demo's" if eps == scale_epsilon(scale) and steps == attack_default("num_steps")
+                 else f"{steps} steps at")
+        seen = ("the adversarial images look plainly changed, with shifted colours and a grain"
+                if r["mean_change"] >= 2 * VISIBLE_GREY_LEVELS else
+                "set beside the originals, the adversarial images show shifted colours" if r["mean_change"] >=
+                VISIBLE_GREY_LEVELS else "we cannot tell the adversarial images from the originals")
+        text.append(f"At {where} epsilon {eps:g} a pixel moved by {r['mean_change']:.0f} grey levels on average (at "
+                    f"most {r['max_change']:.0f}): {seen}.")
+    return text
+
+
 def findings_pgd(ctx, scale):
-    """Block 'findings-pgd': what the attacks on SimpleNet show, per scale, trends by rule."""
+    """What the attacks on SimpleNet show, per scale, trends by rule."""
     rows = attacks_on(ctx, scale, "simplenet")
     if not rows:
-        return [missing(ctx, scale, ("pgd-simplenet",))]
+        return []
     clean, n = rows[0]["clean_top1"], rows[0]["val_images"]
     noise = noise_points(clean, n)
     text = []
-    accs = simplenet_seeds(ctx, scale, summary_of(ctx, scale, "simplenet")["epochs"])
+    simplenet = summary_of(ctx, scale, "simplenet")
+    accs = simplenet_seeds(ctx, scale, simplenet["epochs"]) if simplenet else None
     if accs:
         where = against_range(clean, min(accs), max(accs))
         text.append(f"{seed_range_words(accs)}; the attacked checkpoint ({clean:.1f}% clean) lies {where} that "
@@ -736,79 +1070,110 @@ def findings_pgd(ctx, scale):
                                                                   for r in sweep], noise))
     along = sorted((r for r in rows if r["epsilon"] == eps), key=lambda r: r["num_steps"])
     if len(along) > 2:
-        text.append(trend_sentence(f"At epsilon {eps:g}, top-1", "with more steps",
-                                   [(f"after {r['num_steps']}", r["acc1"]) for r in along], noise))
+        said = trend_sentence(f"At epsilon {eps:g}, top-1", "with more steps",
+                              [(f"after {r['num_steps']}", r["acc1"]) for r in along], noise)
         fewest, step = along[0]["num_steps"], along[0]["step_size"]
         if all(math.isclose(r["step_size"], step) for r in along):
             steps_reach = "1 step reaches" if fewest == 1 else f"{fewest} steps reach"
-            text.append(f"Each step moves a pixel by at most {step:g}, so {steps_reach} only {fewest * step:g} "
-                        f"of the {eps:g} allowed.")
+            said = (f"{said[:-1]}; each step moves a pixel by at most {step:g}, so {steps_reach} only "
+                    f"{fewest * step:g} of the {eps:g} allowed.")
+        text.append(said)
+    fine = [r for r in rows if r["num_steps"] > steps and r["epsilon"] < eps]
+    for r in fine:
+        gap = r["acc1"] - main_row["acc1"] if main_row else None
+        text.append(f"More steps and a smaller epsilon ({r['num_steps']} steps at {r['epsilon']:g}) give "
+                    f"{r['acc1']:.1f}%" + ("" if gap is None else
+                                           f", {abs(gap):.1f} points {'above' if gap > 0 else 'below'} {steps} steps "
+                                           f"at {eps:g}: " + ("as strong within noise" if abs(gap) <= 2 * noise else
+                                                              "a weaker attack" if gap > 0 else "a stronger attack")
+                                           + f" with a perturbation at most {r['epsilon'] / eps:g} times as large, "
+                                           + (f"which still costs {r['drop_top1']:.1f} points of clean top-1"
+                                              if r["drop_top1"] > 2 * noise else "within noise of clean top-1")) + ".")
     course = next((r for r in sweep if r["epsilon"] == attack_default("epsilon")), None)
     if scale == "demo" and course and course is not main_row and course["drop_top1"] <= 2 * noise:
         text.append(f"At the course's epsilon {course['epsilon']:g} the drop ({course['drop_top1']:+.1f} points) is "
                     "within noise: the demo images' pixel noise is three times that epsilon.")
-    return [discussion(text)]
+    return [discussion(text), " ".join(visibility_words(ctx, scale))]
 
 
-def adv_flags(scale):
-    """'half of every batch, 1 PGD step, epsilon 0.5' from adv-simplenet's flags at ``scale``."""
+def adv_settings(scale):
+    """(ratio, steps, epsilon, step size) of adv-simplenet's training attack at ``scale``: its
+    flags, and the step size SimpleNet.enable_adversarial_training picks for them."""
     a = main_args(row_flags("adv-simplenet", scale))
-    return f"{a.adv_train:.0%} of every batch, {a.adv_steps} PGD step{'s' * (a.adv_steps != 1)}, epsilon {a.adv_eps:g}"
+    model = student_code.SimpleNet(num_classes=10)
+    model.enable_adversarial_training(adv_ratio=a.adv_train, num_steps=a.adv_steps, epsilon=a.adv_eps)
+    return a.adv_train, a.adv_steps, a.adv_eps, model.adv_attack.step_size
 
 
 def gen_adv_design(ctx):
-    """Block 'adv-design': the adversarial-training settings per scale."""
-    scales = [(s, h) for s, h in SCALE_HEADINGS if ctx.scales[s]] or SCALE_HEADINGS
-    return "Adversarial samples (`--adv-train`, `--adv-steps`, `--adv-eps`): " + "; ".join(
-        f"{heading}: {adv_flags(scale)}" for scale, heading in scales) + "."
+    """Block 'adv-design': the training attack per scale, with its step size."""
+    said = []
+    for scale, heading in SCALE_HEADINGS:
+        ratio, steps, eps, step = adv_settings(scale)
+        reach = (" which the projection clips to the edge of the ball: every pixel moves by the whole epsilon, as in "
+                 "the fast gradient sign method" if steps == 1 and step >= eps else "")
+        said.append(f"{heading.split(' (')[0]}: {ratio:.0%} of every batch, {steps} PGD step{'s' * (steps != 1)} of "
+                    f"{step:.3g} (2.5 times epsilon / steps) within epsilon {eps:g}{',' if reach else ''}{reach}")
+    return "The training attack: " + "; ".join(said) + "."
 
 
 def adv_study(ctx, scale):
-    """The seed study of the standard and the adversarially trained SimpleNet with PGD columns
-    (the one with the most seeds), or None."""
-    studies = [s for s in seed_studies(ctx, scale, "simplenet", "adv-simplenet") if s.get("pgd")]
+    """The seed study of the standard and the adversarially trained SimpleNet with attacks (the one
+    with the most seeds), or None."""
+    studies = [s for s in seed_studies(ctx, scale, "simplenet", "adv-simplenet") if s["attacks"]]
     return max(studies, key=lambda s: s["n"]) if studies else None
 
 
 def adv_results(ctx, scale):
-    """Block 'adv-results': standard vs adversarial training over seeds, clean and under PGD."""
+    """Standard vs adversarial training over seeds, clean and under every attack; the curves."""
     study = adv_study(ctx, scale)
     parts = []
     if study:
-        eps = study["epsilon"]
-        parts += [f"Per seed, best val top-1 clean and under PGD (epsilon {eps:g}, {attack_default('num_steps')} "
-                  f"steps), standard / adversarially trained SimpleNet ({data_short(study['data'])}; "
-                  f"{study['hardware']}; `{rel(ctx, study['path'])}`):",
-                  md_table((("seed", lambda r: r[0]), ("clean top-1 (%)", lambda r: f"{r[1]:.1f} / {r[2]:.1f}"),
-                            ("PGD top-1 (%)", lambda r: f"{r[3]:.1f} / {r[4]:.1f}")),
-                           list(zip(study["seeds"], study["acc_a"], study["acc_b"], study["pgd_a"], study["pgd_b"])))]
+        measures = [("clean", study)] + [(f"PGD, epsilon {e:g}, {k} steps", m["summary"])
+                                         for (e, k), m in study["attacks"].items()]
+        parts += [f"Mean top-1 over {study['n']} seeds (the same seeds for both), standard / adversarially trained "
+                  "SimpleNet, each run's best checkpoint attacked:",
+                  md_table((("attack", lambda m: m[0]),
+                            ("standard (%)", lambda m: f"{m[1]['mean_a']:.1f}"),
+                            ("adversarial (%)", lambda m: f"{m[1]['mean_b']:.1f}"),
+                            ("difference (points)", lambda m: f"{m[1]['mean_diff']:+.1f}"),
+                            ("95% t-interval", lambda m: t_interval(m[1]).split("seeds ")[-1])), measures)]
     elif ctx.scales[scale]["adv_robustness"]:
         adv = ctx.scales[scale]["adv_robustness"]
         parts += ["One run each, clean and under the same attacks (top-1, %, standard / adversarially trained):",
                   md_table((("epsilon", lambda r: f"{r['epsilon']:g}"), ("steps", lambda r: r["num_steps"]),
                             ("clean", lambda r: f"{r['std_clean']:.1f} / {r['adv_clean']:.1f}"),
                             ("PGD", lambda r: f"{r['std_pgd']:.1f} / {r['adv_pgd']:.1f}")), adv)]
-    parts += [figure(ctx, scale, "compare_adv.png"),
-              missing(ctx, scale, ("adv-simplenet", "pgd-adv-simplenet"))]
+    parts += [curves(ctx, scale, "adv-simplenet"), missing(ctx, scale, ("adv-simplenet", "pgd-adv-simplenet"))]
     return parts
 
 
 def findings_adv(ctx, scale):
-    """Block 'findings-adv': the robustness difference with its interval over seeds, per scale."""
+    """The robustness difference across attacks with its intervals over seeds, per scale."""
     std, robust = summary_of(ctx, scale, "simplenet"), summary_of(ctx, scale, "adv-simplenet")
     study = adv_study(ctx, scale)
     if not (std and robust and (study or ctx.scales[scale]["adv_robustness"])):
-        return [missing(ctx, scale, ("simplenet", "adv-simplenet", "pgd-adv-simplenet"))]
+        return []
     cost = robust["seconds_per_epoch"] / std["seconds_per_epoch"]
     if study:
-        pgd, spread = study["pgd"], max(study["pgd_a"]) - min(study["pgd_a"])
+        attacks = study["attacks"]
+        key = max(attacks, key=lambda k: (k[0] == scale_epsilon(scale), k[1] == attack_default("num_steps"), k))
+        pgd = attacks[key]["summary"]
+        groups = {"more": [], "less": [], "unclear": []}
+        for (e, k), m in attacks.items():
+            low, high = m["summary"]["interval"] or (-math.inf, math.inf)
+            groups["more" if low > 0 else "less" if high < 0 else "unclear"].append(f"{e:g} with {k} steps")
+        spread = max(attacks[key]["a"]) - min(attacks[key]["a"])
         wider = spread > abs(pgd["mean_diff"])
-        text = [f"Over {study['n']} seeds, under PGD at epsilon {study['epsilon']:g} the adversarially trained "
-                f"SimpleNet keeps {pgd['mean_b']:.1f}% on average against {pgd['mean_a']:.1f}%: "
+        text = [f"Over {study['n']} seeds, under PGD at epsilon {key[0]:g} with {key[1]} steps the adversarially "
+                f"trained SimpleNet keeps {pgd['mean_b']:.1f}% on average against {pgd['mean_a']:.1f}%: "
                 f"{robust_words(pgd)}.",
+                "Across the attacks its interval lies " + "; ".join(
+                    f"{words} at epsilon {join_names(groups[g])}" for g, words in
+                    (("more", "above zero"), ("less", "below zero"), ("unclear", "around zero")) if groups[g]) + ".",
                 f"Clean, it reaches {study['mean_b']:.1f}% against {study['mean_a']:.1f}% "
                 f"({study['mean_diff']:+.1f} points, {t_interval(study)}).",
-                f"Under attack the standard network's seeds spread over {spread:.1f} points, "
+                f"Under that attack the standard network's seeds spread over {spread:.1f} points, "
                 f"{'more' if wider else 'less'} than the {abs(pgd['mean_diff']):.1f}-point difference, so "
                 + ("one seed each could have shown either sign; we trust the paired mean over the seeds." if wider
                    else "a single seed would have shown the same sign.")]
@@ -818,8 +1183,8 @@ def findings_adv(ctx, scale):
                 f"{s['adv_pgd']:.1f}% against {s['std_pgd']:.1f}% ({s['gain']:+.1f} points); without several seeds "
                 "we cannot tell that difference from seed noise."]
     text.append(f"An epoch of adversarial training took {cost:.1f} times as long. It was trained and attacked with "
-                "the same targeted PGD, so robustness against other attacks is not shown."
-                + (" " + not_shown(scale) if scale == "demo" else ""))
+                "the same targeted PGD, so robustness against other attacks is not shown." + (
+                    " " + not_shown(scale) if not_shown(scale) else ""))
     return [discussion(text)]
 
 
@@ -851,11 +1216,11 @@ def gen_adv_results(ctx):
 
 
 GENERATORS = {
-    "conv-results": gen_conv_results, "cnn-design": gen_cnn_design, "cnn-scheme": gen_cnn_scheme,
-    "cnn-results": gen_cnn_results, "vit-design": gen_vit_design, "vit-scheme": gen_vit_scheme,
-    "vit-results": gen_vit_results, "pgd-design": gen_pgd_design, "pgd-results": gen_pgd_results,
-    "adv-design": gen_adv_design, "adv-results": gen_adv_results, "provenance": gen_provenance,
-    "contributions": gen_contributions,
+    "setting": gen_setting, "conv-results": gen_conv_results, "cnn-design": gen_cnn_design,
+    "cnn-scheme": gen_cnn_scheme, "cnn-results": gen_cnn_results, "eval-results": gen_eval_results,
+    "vit-design": gen_vit_design, "vit-scheme": gen_vit_scheme, "vit-results": gen_vit_results,
+    "pgd-design": gen_pgd_design, "pgd-results": gen_pgd_results, "adv-design": gen_adv_design,
+    "adv-results": gen_adv_results, "provenance": gen_provenance, "contributions": gen_contributions,
 }
 
 
@@ -864,27 +1229,78 @@ def fill(template, ctx):
     unknown = sorted(set(m.group(2) for m in BLOCK.finditer(template)) - set(GENERATORS))
     if unknown:
         raise ValueError(f"unknown generated block(s) {unknown}; known: {sorted(GENERATORS)}")
-    return BLOCK.sub(lambda m: f"{m.group(1)}{GENERATORS[m.group(2)](ctx).strip()}\n{m.group(3)}", template)
+    return number_figures(BLOCK.sub(lambda m: f"{m.group(1)}{GENERATORS[m.group(2)](ctx).strip()}\n{m.group(3)}",
+                                    template))
 
 
 # ---------------------------------------------------------------- PDF
 
 
-def layout_table(table_html):
-    """An HTML table with left-aligned rows and each <th> given width="N%" by the longest
-    header word / cell of its column."""
+TABLE_FONT_SIZES = (9, 8, 7.5, 7)  # pt: a table whose words do not fit side by side gets a smaller font
+CELL_SLACK_MM = 1.5  # beyond a cell's two margins, so that rounding never pushes a word onto two lines
+
+
+def cell_words(cell_html):
+    """The words of a table cell as lists of runs [(text, is_code)]: split at spaces only, so a
+    word may span a <code> run and plain text ('x,')."""
+    words, word = [], []
+    bare = re.sub(r"<(?!/?code>)[^>]+>", "", cell_html)  # tags other than <code> carry no text
+    for code, plain in re.findall(r"<code>(.*?)</code>|([^<]+)", bare, re.S):
+        for piece in re.split(r"(\s+)", html.unescape(code or plain)):
+            if piece.isspace() and word:
+                words, word = words + [word], []
+            elif piece and not piece.isspace():
+                word.append((piece, bool(code)))
+    return words + [word] if word else words
+
+
+def layout_table(table_html, pdf):
+    """An HTML table laid out so that no cell breaks a word: each column at least as wide as its
+    longest word (in the fonts fpdf2 uses: bold headers, monospace code at 8/9 of the size), the
+    rest of the text width shared in proportion to what each column would need on one line. When
+    the words cannot fit side by side, a smaller font (TABLE_FONT_SIZES); ValueError when none fits."""
     rows = re.findall(r"<tr>(.*?)</tr>", table_html, re.S)
-    cells = [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)] for r in rows]
-    width = [0] * len(cells[0])
-    for r, row in enumerate(cells):
-        for i, text in enumerate(row[:len(width)]):
-            words = text.split() if r == 0 else [text]
-            longest = max((len(w) for w in words), default=1) * (1.2 if r == 0 else 1)  # headers are bold
-            width[i] = max(width[i], min(40, longest) + 2)
-    shares = iter(round(100 * w / sum(width), 1) for w in width)
+    cells = [re.findall(r"<t([hd])[^>]*>(.*?)</t[hd]>", r, re.S) for r in rows]
+    columns = len(cells[0])
+    pad = 2 * pdf.c_margin + CELL_SLACK_MM
+    family, style, size_pt = pdf.font_family, pdf.font_style, pdf.font_size_pt
+    try:
+        for size in TABLE_FONT_SIZES:
+            def width(runs, bold):
+                total = 0.0
+                for text, code in runs:
+                    pdf.set_font("dejavumono" if code else "dejavu", "B" if bold and not code else "",
+                                 size * 8 / 9 if code else size)
+                    total += pdf.get_string_width(text)
+                return total
+
+            need, want = [0.0] * columns, [0.0] * columns
+            space = {}
+            for row in cells:
+                for i, (kind, content) in enumerate(row[:columns]):
+                    words = cell_words(content)
+                    widths = [width(w, kind == "h") for w in words]
+                    pdf.set_font("dejavu", "B" if kind == "h" else "", size)
+                    space[i] = pdf.get_string_width(" ")
+                    need[i] = max(need[i], max(widths, default=0) + pad)
+                    want[i] = max(want[i], sum(widths) + space[i] * max(len(words) - 1, 0) + pad)
+            if sum(need) <= pdf.epw:
+                break
+        else:
+            raise ValueError(f"a table's words do not fit the page side by side even at {size} pt: "
+                             f"{[re.sub(r'<[^>]+>', '', c) for _, c in cells[0]]}")
+    finally:
+        pdf.set_font(family, style, size_pt)
+    if sum(want) <= pdf.epw:  # everything fits on one line: share the slack in proportion
+        widths = [w * pdf.epw / sum(want) for w in want]
+    else:  # the longest words, then the rest towards one line each
+        extra = [w - n for w, n in zip(want, need)]
+        widths = [n + (pdf.epw - sum(need)) * e / sum(extra) for n, e in zip(need, extra)]
+    shares = iter(f"{100 * w / pdf.epw:.2f}" for w in widths)
     table_html = re.sub(r"<th(\s[^>]*)?>", lambda m: f'<th width="{next(shares)}%"{m.group(1) or ""}>', table_html,
-                        count=len(width))
-    return table_html.replace("<tr>", '<tr align="left">')
+                        count=columns)
+    table_html = table_html.replace("<tr>", '<tr align="left">')
+    return table_html if size == TABLE_FONT_SIZES[0] else f'<font size="{size}">{table_html}</font>'
 
 
 class RaiseOnWarning(logging.Handler):
@@ -937,7 +1353,6 @@ def render_pdf(text, md_dir, pdf_path):
     Emphasis (*text*) renders grey, not italic: fpdf2 2.8.9 carries an italic style into the
     cells of every later table."""
     page = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    page = re.sub(r"<table>.*?</table>", lambda m: layout_table(m.group(0)), page, flags=re.S)
     pdf = ReportPDF(format="A4")
     pdf.set_title("MiniPlaces scene recognition: report")
     # zip_submission.py packs the PDF only while this is the SHA-256 of writeup.md as it is
@@ -951,6 +1366,7 @@ def render_pdf(text, md_dir, pdf_path):
     pdf.set_font("dejavu", size=9)
     if abs(pdf.epw * pdf.k - TEXT_WIDTH_PT) > 0.01:
         raise ValueError(f"the page's text width is {pdf.epw * pdf.k:.1f} pt, not TEXT_WIDTH_PT {TEXT_WIDTH_PT:.1f}")
+    page = re.sub(r"<table>.*?</table>", lambda m: layout_table(m.group(0), pdf), page, flags=re.S)
     page = re.sub(r'<p><img alt="[^"]*" src="([^"]+)" /></p>',  # fpdf2 reads <img width> in points
                   lambda m: f'<br><p align="center"><img src="{m.group(1)}" '
                             f'width="{placed_width_pt(os.path.join(md_dir, m.group(1))):.1f}"></p>', page)

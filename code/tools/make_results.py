@@ -6,13 +6,14 @@
 Reads each experiment's status.json (written by run_experiments.py) and its TensorBoard
 event files directly (no TensorBoard server). Writes into ``<out>/<scale>/``:
 
-    curves_<name>.png            loss, learning rate, train/val top-1 and top-5 of one run
+    curves_<name>.png            loss, learning rate, train and val top-1 of one run
     compare_<group>.png / .md    overlaid curves and a table of a comparison group
     summary.csv / summary.md     best val top-1/top-5, epochs, time, images/s, peak memory
     conv_comparison.md           custom vs native conv runs, plus bench_conv.py's table
     pgd.csv / pgd.md             every attack; pgd_epsilon.md, pgd_steps.md, pgd_models.md
-    pgd_epsilon.png, pgd_steps.png  PGD top-1 against epsilon / steps, clean top-1 as a baseline
-    pgd_samples_<name>.png       original / adversarial / difference images
+    pgd_sweeps.png               PGD top-1 against epsilon and against steps, clean top-1 as a baseline
+    pgd_samples_<name>.png       original / adversarial / difference images of one attack
+    pgd_visible.png              the first val images, then each attack's adversarial versions of them
     adv_robustness.csv / .md     standard vs adversarially trained model under the same attacks
     eval.csv / eval.md           main.py -e: top-1/top-5 without and with flip averaging
     experiments.md               every experiment's main.py flags at this scale and its state
@@ -23,6 +24,7 @@ Figures are drawn at the width the report places them at (at most the page's tex
 FIGURE_WIDTH inches), with text of at least 8 pt, so their text stays legible in print.
 """
 import argparse
+import collections
 import csv
 import io
 import json
@@ -32,6 +34,7 @@ import shlex
 import statistics
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -75,7 +78,8 @@ PGD_COLUMNS = (
     ("name", "attack", "{}"), ("target", "attacked model", "{}"), ("epsilon", "epsilon", "{:g}"),
     ("num_steps", "steps", "{}"), ("step_size", "step size", "{:g}"), ("clean_top1", "clean top-1 (%)", "{:.2f}"),
     ("acc1", "PGD top-1 (%)", "{:.2f}"), ("acc5", "PGD top-5 (%)", "{:.2f}"),
-    ("drop_top1", "top-1 drop (points)", "{:.2f}"),
+    ("drop_top1", "top-1 drop (points)", "{:.2f}"), ("mean_change", "mean change (grey levels)", "{:.1f}"),
+    ("max_change", "max change (grey levels)", "{:.0f}"),
 )
 ADV_COLUMNS = (
     ("epsilon", "epsilon", "{:g}"), ("num_steps", "steps", "{}"), ("step_size", "step size", "{:g}"),
@@ -120,7 +124,8 @@ def summarize(scalars):
     """Per-run numbers from read_scalars' output.
 
     best_top1 / best_epoch: the first epoch with the highest val top-1 (the one main.py keeps
-    as model_best); top5_at_best: val top-5 of that epoch; train_seconds: sum of the per-epoch
+    as model_best); top5_at_best: val top-5 of that epoch; final_top1 / final_train_top1: val and
+    train top-1 of the last epoch; train_seconds: sum of the per-epoch
     wall times (training + validation); seconds_per_epoch, images_per_second: medians over
     epochs; peak_memory_mb: the maximum. Missing perf tags give None.
     """
@@ -140,6 +145,7 @@ def summarize(scalars):
     return {
         "epochs": top1[-1][0], "best_top1": best_top1, "best_epoch": best_epoch,
         "top5_at_best": dict(scalars.get("data/top5_accuracy", [])).get(best_epoch),
+        "final_top1": top1[-1][1], "final_train_top1": last("data/train_top1_accuracy"),
         "final_train_loss": last("data/train_loss"), "final_val_loss": last("data/val_loss"),
         "train_seconds": sum(seconds) if seconds else None,
         "seconds_per_epoch": statistics.median(seconds) if seconds else None,
@@ -193,23 +199,21 @@ def save(fig, path):
 
 @plt.rc_context(STYLE)
 def plot_curves(scalars, title, path):
-    """Four panels of one run: losses, learning rate, train/val top-1, train/val top-5 (vs epoch)."""
-    fig, axes = plt.subplots(2, 2, figsize=(FIGURE_WIDTH, 3.8), layout="constrained")
-    loss, lr, top1, top5 = axes.flat
+    """Three panels of one run against epochs: losses (train per print interval and per epoch,
+    val), the learning rate, train and val top-1."""
+    fig, (loss, lr, top1) = plt.subplots(1, 3, figsize=(FIGURE_WIDTH, 1.85), layout="constrained")
     if "data/training_loss" in scalars:
-        loss.plot(*iteration_epochs(scalars, "data/training_loss"), color="0.7", lw=0.8,
-                  label="train (per print interval)")
-    plot_series(loss, scalars, "data/train_loss", "train (epoch mean)", marker="o")
+        loss.plot(*iteration_epochs(scalars, "data/training_loss"), color="0.7", lw=0.8, label="train (interval)")
+    plot_series(loss, scalars, "data/train_loss", "train", marker="o")
     plot_series(loss, scalars, "data/val_loss", "val", marker="s")
     if "data/learning_rate" in scalars:
         lr.plot(*iteration_epochs(scalars, "data/learning_rate"))
-    for ax, k in ((top1, 1), (top5, 5)):
-        plot_series(ax, scalars, f"data/train_top{k}_accuracy", "train", marker="o")
-        plot_series(ax, scalars, f"data/top{k}_accuracy", "val", marker="s")
+    plot_series(top1, scalars, "data/train_top1_accuracy", "train", marker="o")
+    plot_series(top1, scalars, "data/top1_accuracy", "val", marker="s")
     style_loss_axis(loss)
-    for ax, name in ((lr, "learning rate"), (top1, "top-1 accuracy (%)"), (top5, "top-5 accuracy (%)")):
-        style_epoch_axis(ax, name)
-    for ax in axes.flat:
+    style_epoch_axis(lr, "learning rate")
+    style_epoch_axis(top1, "top-1 accuracy (%)")
+    for ax in (loss, top1):
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.suptitle(title)
@@ -261,16 +265,14 @@ def pgd_sweep_title(rows, key):
     """The title of a sweep over ``key``: what varies and what is held (steps or epsilon, step)."""
     if key == "epsilon":
         steps = "/".join(str(s) for s in sorted({r["num_steps"] for r in rows}))
-        return f"PGD top-1 against epsilon ({steps} steps, {describe_steps(rows)})"
+        return f"PGD top-1 against epsilon\n({steps} steps, {describe_steps(rows)})"
     eps = "/".join(f"{e:g}" for e in sorted({r["epsilon"] for r in rows}))
-    return f"PGD top-1 against steps (epsilon {eps}, {describe_steps(rows)})"
+    return f"PGD top-1 against steps\n(epsilon {eps}, {describe_steps(rows)})"
 
 
-@plt.rc_context(STYLE)
-def plot_pgd_sweep(rows, key, xlabel, title, path, colors):
-    """PGD top-1 against ``key`` (epsilon or num_steps), one line per attacked model (in its
-    colour of ``colors``, {target: colour}) and its clean top-1 as a dashed line."""
-    fig, ax = plt.subplots(figsize=(4.8, 2.6), layout="constrained")
+def sweep_panel(ax, rows, key, xlabel, title, colors):
+    """PGD top-1 against ``key`` (epsilon or num_steps) on ``ax``, one line per attacked model (in
+    its colour of ``colors``, {target: colour}) and its clean top-1 as a dashed line."""
     for target in [t for t in colors if t in {r["target"] for r in rows}]:
         mine = [r for r in rows if r["target"] == target and r[key] is not None]
         points = sorted((r[key], r["acc1"]) for r in mine)
@@ -292,6 +294,55 @@ def plot_pgd_sweep(rows, key, xlabel, title, path, colors):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+@plt.rc_context(STYLE)
+def plot_pgd_sweeps(sweeps, path, colors):
+    """One panel per sweep of ``sweeps`` [(rows, key, xlabel, title)] side by side (see sweep_panel)."""
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(FIGURE_WIDTH if len(sweeps) > 1 else 4.8, 2.6),
+                             layout="constrained", squeeze=False)
+    for ax, (rows, key, xlabel, title) in zip(axes[0], sweeps):
+        sweep_panel(ax, rows, key, xlabel, title, colors)
+    save(fig, path)
+
+
+def tiles(image, cell=130, pad=2):
+    """The 128-pixel tiles of a torchvision make_grid image, row by row (the whole image as one
+    tile when its size does not fit that layout)."""
+    height, width = image.shape[:2]
+    if (width - pad) % cell or (height - pad) % cell:
+        return [image]
+    return [image[pad + r * cell:(r + 1) * cell, pad + c * cell:(c + 1) * cell]
+            for r in range((height - pad) // cell) for c in range((width - pad) // cell)]
+
+
+def pixel_change(images):
+    """(mean, max) absolute change of the adversarial images against the originals, in grey
+    levels of 255, over every channel of every tile that main.py -a -v logged."""
+    missing = [tag for tag, _ in IMAGE_TAGS[:2] if tag not in images]
+    if missing:
+        raise ValueError(f"the attack run has no image(s) {missing}; run main.py with -a -v")
+    org, adv = (np.concatenate([t.reshape(-1) for t in tiles(images[tag])]) for tag, _ in IMAGE_TAGS[:2])
+    change = np.abs(np.round(adv * 255) - np.round(org * 255))
+    return float(change.mean()), float(change.max())
+
+
+@plt.rc_context(STYLE)
+def plot_visible(original, rows, title, path, per_row=10):
+    """The first ``per_row`` val images, then one row per attack of ``rows`` [(label, adversarial
+    grid)]: the same images after each attack, at the same size, to see whether it shows."""
+    def strip(grid):
+        return np.concatenate(tiles(grid)[:per_row], axis=1)  # (128, per_row * 128, 3)
+
+    fig, axes = plt.subplots(1 + len(rows), 1, figsize=(FIGURE_WIDTH, 0.3 + 0.9 * (1 + len(rows))),
+                             layout="constrained")
+    for ax, (label, grid) in zip(axes, [("original", original), *rows]):
+        ax.imshow(strip(grid))
+        ax.set_title(label, loc="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    fig.suptitle(title)
     save(fig, path)
 
 
@@ -308,6 +359,12 @@ def plot_adversarial(images, title, path, rows=2):
         ax.axis("off")
     fig.suptitle(title)
     save(fig, path)
+
+
+def data_short_label(label):
+    """A data label of run_experiments.describe_data without its counts: 'demo set (synthetic, not
+    MiniPlaces)' or 'MiniPlaces'."""
+    return "demo set (synthetic, not MiniPlaces)" if label.startswith("demo set") else label.split(" (")[0]
 
 
 def cell(value, fmt):
@@ -466,8 +523,9 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
             summaries[s["name"]] = dict(summarize(scalars[s["name"]]), name=s["name"], part=s["part"],
                                         data=s["data"], hardware=s["hardware"], title=s["title"], args=s["args"])
             name = f"curves_{s['name']}.png"
-            captions[name] = f"{s['title']} ({s['name']}): loss, learning rate, train and val top-1 and top-5 per epoch"
-            plot_curves(scalars[s["name"]], f"{s['title']} ({s['name']})\n{s['data']}", os.path.join(out_dir, name))
+            captions[name] = f"{s['title']} ({s['name']}): loss, learning rate, train and val top-1 per epoch"
+            plot_curves(scalars[s["name"]], f"{s['title']} ({s['name']}), {data_short_label(s['data'])}",
+                        os.path.join(out_dir, name))
             files.append(name)
     rows = [summaries[s["name"]] for s in train if s["name"] in summaries]
     if rows:
@@ -498,31 +556,36 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
         files.append("conv_comparison.md")
     attacks = [s for s in statuses if s["kind"] == "attack" and s["status"] == "finished"]
     pgd = pgd_rows(attacks, summaries)
+    images = {s["name"]: read_images(os.path.join(log_root, s["name"], s["run_dir"])) for s in attacks
+              if s.get("run_dir")}
+    for r in pgd:  # how far the logged images moved, in grey levels
+        r["mean_change"], r["max_change"] = pixel_change(images[r["name"]]) if r["name"] in images else (None, None)
     if pgd:
-        caption = provenance(pgd) + " Clean accuracy: the attacked checkpoint's best val epoch."
+        caption = provenance(pgd) + (" Clean accuracy: the attacked checkpoint's best val epoch. Change: the "
+                                     "adversarial images against the originals, over the first val images that "
+                                     "main.py -a -v logged, in grey levels of 255.")
         write_table(out_dir, "pgd", PGD_COLUMNS, pgd, caption)
-        subsets = (("pgd_epsilon", "--attack-eps", "epsilon"), ("pgd_steps", "--attack-steps", "num_steps"),
-                   ("pgd_models", None, "target"))
-        step_sweeps = {(r["target"], r["epsilon"]) for r in pgd if "--attack-steps" in r["args"]}
+        files += ["pgd.csv", "pgd.md"]
         targets = [e.name for e in EXPERIMENTS if e.name in {r["target"] for r in pgd}]
         colors = {t: f"C{i}" for i, t in enumerate(targets)}
-        for stem, varied, key in subsets:
-            others = {"--attack-eps", "--attack-steps"} - {varied}
-            if stem == "pgd_steps":  # step rows, and the default-step rows at their epsilon
-                keep = [r for r in pgd if "--attack-steps" in r["args"] or (r["target"], r["epsilon"]) in step_sweeps]
-            else:
-                keep = [r for r in pgd if not others & set(r["args"])]
+        steps_of = collections.defaultdict(set)  # (target, epsilon) -> its step counts
+        for r in pgd:
+            steps_of[r["target"], r["epsilon"]].add(r["num_steps"])
+        subsets = (("pgd_epsilon", "epsilon", [r for r in pgd if "--attack-steps" not in r["args"]]),
+                   ("pgd_steps", "num_steps", [r for r in pgd if len(steps_of[r["target"], r["epsilon"]]) > 1]),
+                   ("pgd_models", "target", [r for r in pgd if not {"--attack-eps", "--attack-steps"} & set(r["args"])]))
+        sweeps = []
+        for stem, key, keep in subsets:
             chosen = sorted(keep, key=lambda r: (r["target"], r[key] is None, r[key] or 0))
             if chosen:
                 write_table(out_dir, stem, PGD_COLUMNS, chosen, caption)
                 files += [f"{stem}.csv", f"{stem}.md"]
-            if chosen and stem != "pgd_models":
-                title = pgd_sweep_title(chosen, key)
-                captions[f"{stem}.png"] = f"{title}; dashed: the model's clean top-1"
-                plot_pgd_sweep(chosen, key, "epsilon" if key == "epsilon" else "PGD steps", title,
-                               os.path.join(out_dir, f"{stem}.png"), colors)
-                files.append(f"{stem}.png")
-        files += ["pgd.csv", "pgd.md"]
+            if chosen and key != "target":
+                sweeps.append((chosen, key, "epsilon" if key == "epsilon" else "PGD steps", pgd_sweep_title(chosen, key)))
+        if sweeps:
+            captions["pgd_sweeps.png"] = "; ".join(title.replace("\n", " ") for *_, title in sweeps)
+            plot_pgd_sweeps(sweeps, os.path.join(out_dir, "pgd_sweeps.png"), colors)
+            files.append("pgd_sweeps.png")
     adv = adv_rows(pgd)
     if adv:
         write_table(out_dir, "adv_robustness", ADV_COLUMNS, adv,
@@ -530,14 +593,25 @@ def make_scale(log_root, out_dir, scale, bench_md=None):
                     "the same attacks; clean top-1: each checkpoint's best val epoch.")
         files += ["adv_robustness.csv", "adv_robustness.md"]
     for s in attacks:
-        if s.get("run_dir"):
-            images = read_images(os.path.join(log_root, s["name"], s["run_dir"]))
-            step = next(r["step_size"] for r in pgd if r["name"] == s["name"])
+        if s["name"] in images:
+            r = next(r for r in pgd if r["name"] == s["name"])
             title = (f"PGD on {s['target']} (epsilon {cell(s['epsilon'], '{:g}')}, {cell(s['num_steps'], '{}')} "
-                     f"steps of {step:g}), first val images")
+                     f"steps of {r['step_size']:g}), first val images")
             name = f"pgd_samples_{s['name']}.png"
             captions[name] = f"{title}: original, adversarial and amplified difference"
-            plot_adversarial(images, f"{title}\n{s['data']}", os.path.join(out_dir, name))
+            plot_adversarial(images[s["name"]], f"{title}\n{s['data']}", os.path.join(out_dir, name))
+            files.append(name)
+    for target in targets if pgd else ():
+        shown = sorted((r for r in pgd if r["target"] == target and r["name"] in images),
+                       key=lambda r: (r["epsilon"], r["num_steps"]))
+        if shown:
+            name = f"pgd_visible_{target}.png"
+            rows = [(f"epsilon {r['epsilon']:g}, {r['num_steps']} steps: changed by {r['mean_change']:.0f} grey levels "
+                     f"on average, at most {r['max_change']:.0f}", images[r["name"]][IMAGE_TAGS[1][0]]) for r in shown]
+            captions[name] = f"The first val images and their adversarial versions against {target}"
+            plot_visible(images[shown[0]["name"]][IMAGE_TAGS[0][0]], rows,
+                         f"{target}: the first val images, then after each attack ({data_short_label(shown[0]['data'])})",
+                         os.path.join(out_dir, name))
             files.append(name)
     evals = eval_rows([s for s in statuses if s["kind"] == "eval" and s["status"] == "finished"])
     if evals:

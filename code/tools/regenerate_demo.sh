@@ -5,7 +5,8 @@
 #
 # 1. tools.run_experiments --demo: every experiment of the demo plan (resumable);
 # 2. tools.seed_study: the standard and the adversarially trained SimpleNet with main.py's seed and
-#    run_experiments.ADV_SEEDS, each attacked at the demo's epsilon (the main seed is step 1's run);
+#    run_experiments.ADV_SEEDS, each attacked with every run_experiments.ADV_ATTACKS (epsilon, steps)
+#    (the main seed is step 1's run, and its attacks step 1's where they match);
 # 3. tools.run_experiments --demo again: nothing left to train, so it writes the bootstrap intervals,
 #    results/demo (tools.make_results) and writeup/writeup.pdf (tools.build_report).
 #
@@ -28,9 +29,9 @@ if [ -f ../logs/demo/COMMIT ] && [ "$(cat ../logs/demo/COMMIT)" != "$commit" ]; 
 fi
 echo "$commit" > ../logs/demo/COMMIT
 seeds=$("$py" -c 'import main; from tools import run_experiments as r; print(main.get_args_parser().get_default("seed"), *r.ADV_SEEDS)')
-eps=$("$py" -c 'from tools import run_experiments as r; print(r.DEMO_EPS[1])')
+attacks=$("$py" -c 'from tools import run_experiments as r; print(*(f"--attack {e:g} {n}" for e, n in r.ADV_ATTACKS))')
 "$py" -m tools.run_experiments --demo --no-report
 rm -f ../results/demo/seeds_*  # studies of older plans; this one is rewritten from its logs below
-# shellcheck disable=SC2086  # the seeds are separate arguments
-"$py" -m tools.seed_study --demo simplenet adv-simplenet --seeds $seeds --attack-eps "$eps"
+# shellcheck disable=SC2086  # the seeds and the attacks are separate arguments
+"$py" -m tools.seed_study --demo simplenet adv-simplenet --seeds $seeds $attacks
 "$py" -m tools.run_experiments --demo

@@ -3,6 +3,7 @@ import contextlib
 import csv
 import os
 
+import pytest
 import torch
 import torchvision
 
@@ -102,3 +103,47 @@ def test_named_report_and_gpu_target_lines(tmp_path):
     assert bench_conv.target_lines(rows) == [
         "- Target (GPU): custom / native forward + backward time <= 3x on simplenet (threads 1): 2.50x, met",
         "- Target (GPU): custom / native forward + backward time <= 3x on resnet18 (threads 1): 3.50x, NOT met"]
+
+
+def test_factors_split_the_custom_op_into_parts_that_add_up(tmp_path):
+    import student_code
+
+    patched = (student_code._Im2Col.im2col, student_code.CustomConv2DFunction.forward, torch.mm)
+    rows = bench_conv.main(["--factors", "--batch-size", "2", "--img-size", "32", "--repeats", "1", "--warmup", "0",
+                            "--threads", "1", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert (student_code._Im2Col.im2col, student_code.CustomConv2DFunction.forward, torch.mm) == patched, \
+        "the timers are removed afterwards"
+    assert "addmm_" not in torch.Tensor.__dict__, "Tensor.addmm_ is torch's own again"
+    layers, total = rows[:-1], rows[-1]
+    assert len(layers) == 7 and total["name"] == "simplenet (all convolutions)" and total["count"] == 7
+    first = layers[0]
+    assert first["custom_fwd_unfold_ms"] > 0 and first["custom_fwd_gemm_ms"] > 0 and first["custom_bwd_gemm_ms"] > 0
+    assert first["custom_bwd_col2im_ms"] == 0, "the image's gradient is not needed: no col2im"
+    assert layers[2]["custom_bwd_col2im_ms"] > 0 and layers[2]["custom_bwd_unfold_ms"] > 0, "a 3x3 layer's backward"
+    assert layers[1]["chunk_samples"] is None, "1x1: the input is the columns, a view"
+    assert layers[1]["custom_fwd_unfold_ms"] < layers[1]["custom_fwd_gemm_ms"]
+    summed = sum(r[k] for r in layers for k in bench_conv.FACTOR_SUMMED)
+    assert summed == pytest.approx(sum(total[k] for k in bench_conv.FACTOR_SUMMED))
+    for r in layers[1:]:
+        assert r["custom_saved_mb"] == pytest.approx(r["native_saved_mb"], rel=0.01) and r["custom_saved_new_mb"] == 0, \
+            "both keep the input and the weight, no copy"
+    assert first["custom_saved_mb"] < first["native_saved_mb"], "the image needs no gradient: no weight kept for it"
+    assert first["gpu_chunk_samples"] == bench_conv.GPU_BATCH == 256, "a GPU unfolds every sample at once"
+    assert first["gpu_chunk_mb"] == pytest.approx(256 * 16 * 16 * 7 * 7 * 3 * 4 / 2 ** 20)
+    with open(tmp_path / "conv_factors.csv", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == 8
+    assert "hardware: CPU" in (tmp_path / "conv_factors.md").read_text()
+
+
+def test_phase_timer_counts_each_part_where_it_runs():
+    timer = bench_conv.PhaseTimer(torch.device("cpu"))
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    with timer:
+        out = bench_conv.custom_conv2d(x, w, None, 1, 1)
+        torch.mm(torch.ones(2, 2), torch.ones(2, 2))  # outside the op: not counted
+        out.sum().backward()
+    parts = timer.parts()
+    assert set(parts) == set(bench_conv.FACTOR_PARTS)
+    assert all(ms >= 0 for ms in parts.values()) and parts["fwd", "unfold"] > 0 and parts["bwd", "col2im"] > 0
+    assert sum(parts.values()) == pytest.approx(timer.times["fwd", "total"] + timer.times["bwd", "total"])

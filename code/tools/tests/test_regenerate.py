@@ -15,7 +15,7 @@ FAKES = {
     "main.py": "import argparse\ndef get_args_parser():\n    p = argparse.ArgumentParser()\n"
                "    p.add_argument('--seed', default=2024)\n    return p\n",
     "tools/__init__.py": "",
-    "tools/run_experiments.py": CALL + "ADV_SEEDS = (1, 2)\nDEMO_EPS = ('--attack-eps', '0.5')\n"
+    "tools/run_experiments.py": CALL + "ADV_SEEDS = (1, 2)\nADV_ATTACKS = ((0.5, 10), (1.0, 3))\n"
                                 "if __name__ == '__main__':\n    open('../calls.txt', 'a').write(args + '\\n')\n",
     "tools/seed_study.py": CALL + "open('../calls.txt', 'a').write(args + ' | '\n"
                            "    + ' '.join(sorted(os.listdir('../results/demo'))) + '\\n')\n",
@@ -52,7 +52,7 @@ def test_runs_the_demo_then_the_seed_study_then_the_report(checkout):
     assert res.returncode == 0, res.stderr
     calls = (root / "calls.txt").read_text().splitlines()
     assert calls == ["-m tools.run_experiments --demo --no-report",
-                     "-m tools.seed_study --demo simplenet adv-simplenet --seeds 2024 1 2 --attack-eps 0.5 | pgd.md",
+                     "-m tools.seed_study --demo simplenet adv-simplenet --seeds 2024 1 2 --attack 0.5 10 --attack 1 3 | pgd.md",
                      "-m tools.run_experiments --demo"], "older studies removed before the study runs"
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert (root / "logs" / "demo" / "COMMIT").read_text().strip() == head

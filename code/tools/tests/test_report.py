@@ -1,6 +1,8 @@
 """tools/build_report.py and the hand-in: a report built from a real run's logs, honest
 labels, and a zip with the report but no data, logs or checkpoints."""
 import contextlib
+import csv
+import html
 import io
 import json
 import os
@@ -54,6 +56,11 @@ def repo(demo_data, tmp_path_factory):
     return root, text, status
 
 
+def generated(text, block):
+    """The text of one generated block."""
+    return re.search(rf"<!-- BEGIN generated: {block} -->\n(.*?)<!-- END", text, re.S).group(1)
+
+
 def sections(text):
     """{heading: [bodies]} of the '#### ' sections inside the generated blocks."""
     found = {}
@@ -69,16 +76,17 @@ def test_report_numbers_come_from_the_run(repo):
     run = os.path.join(root, "logs", "demo", "simplenet", status["run_dir"])
     best = torch.load(os.path.join(run, "models", "model_best.pth.tar"), weights_only=True)["best_acc1"]
     demo = "\n".join(sections(text)["Demo set (synthetic, not MiniPlaces)"])
-    assert f"| simplenet | 1 | {best:.1f} |" in demo, "the run's row of the CNN table"
+    assert f"| SimpleNet | 1 | {best:.1f} |" in demo, "the run's row of the CNN table"
     assert status["data"] == "demo set (synthetic, 4 classes, 64 train / 16 val images; not MiniPlaces)"
-    assert "the demo set (4 classes, 64 train / 16 val images)" in demo and status["hardware"] in demo
-    assert "- `cnn`: not run at this scale yet" in demo
+    setting = generated(text, "setting")
+    assert "4 classes, 16 train and 4 val images per class" in setting and "abbey, candy store" in setting
+    assert "the improved CNN was not run at this scale yet" in demo
 
 
 def test_a_scale_without_results_is_said_once_at_the_end(repo):
     _, text, _ = repo
     found = sections(text)
-    assert "MiniPlaces" not in found and len(found["Demo set (synthetic, not MiniPlaces)"]) == 5
+    assert "MiniPlaces" not in found and len(found["Demo set (synthetic, not MiniPlaces)"]) == 6
     assert text.count(build_report.PLACEHOLDERS["full"]) == 1
     assert text.index(build_report.PLACEHOLDERS["full"]) > text.index("## Where the numbers come from")
     assert "python -m tools.run_experiments --full" in build_report.PLACEHOLDERS["full"]
@@ -88,8 +96,9 @@ def test_pdf_embeds_every_figure(tmp_path):
     text = build_fake(tmp_path, 1, pdf=True)
     figures = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text))
     assert figures == {f"../results/demo/{name}.png" for name in (
-        "compare_conv", "compare_cnn", "compare_vit", "pgd_epsilon", "pgd_steps", "pgd_samples_pgd-simplenet",
-        "compare_adv")}
+        "curves_conv-native", "curves_conv-custom", "curves_simplenet", "curves_cnn", "curves_simplevit", "curves_vit",
+        "curves_adv-simplenet", "pgd_sweeps", "pgd_visible_simplenet")}, "every trained model's curves"
+
     for rel in figures:
         assert os.path.isfile(os.path.join(tmp_path, "writeup", rel))
     pdf = (tmp_path / "writeup" / "writeup.pdf").read_bytes()
@@ -154,7 +163,8 @@ def test_provenance_names_the_commit_or_says_the_runs_differ(tmp_path):
             status("simplenet-chain", "finished", 60.0, code="commit fff0000")]  # not in the demo plan
     demo = {"data": ["demo set"], "statuses": runs}
     ctx = build_report.Context(str(tmp_path), str(tmp_path), {"full": None, "demo": demo})
-    full, paragraph = build_report.gen_provenance(ctx).split("\n\n")
+    full, paragraph, commands = build_report.gen_provenance(ctx).split("\n\n")
+    assert commands.startswith("Commands, from `code/`: `bash tools/regenerate_demo.sh`")
     assert full == f"**MiniPlaces.** {build_report.PLACEHOLDERS['full']}"
     plan = len(runner.at_scale(runner.EXPERIMENTS, "demo"))
     assert paragraph.startswith("**Demo set (synthetic, not MiniPlaces).** Data: demo set. Hardware: 2-core CPU. "
@@ -170,13 +180,30 @@ def test_provenance_names_the_commit_or_says_the_runs_differ(tmp_path):
             "uncommitted changes on commit abc1234 (4 runs).") in said, "the seed studies' runs count too"
 
 
+FACTOR_PARTS = {"fwd_unfold": 10.0, "fwd_gemm": 30.0, "bwd_unfold": 10.0, "bwd_gemm": 40.0, "bwd_col2im": 5.0,
+                "fwd_pad": 2.0, "bwd_pad": 2.0, "fwd_other": 3.0, "bwd_other": 4.0}  # 106 ms in all
+
+
 def write_fake_conv_benchmark(results):
-    """bench_conv.py's files with fixed whole-network ratios: SimpleNet 1.06 at 2 threads."""
-    (results / "conv_benchmark.csv").write_text(
-        "threads,kind,name,train_ratio,peak_ratio\n"
-        "1,network,simplenet,1.12,0.80\n1,network,resnet18,1.10,0.85\n"
-        "2,network,simplenet,1.06,0.80\n2,network,resnet18,3.50,0.85\n")
-    (results / "conv_benchmark.md").write_text("# Custom vs native convolution\n\n- hardware: 2-core CPU\n")
+    """bench_conv.py --factors' files with fixed numbers: SimpleNet's convolutions take 106 ms custom
+    against 100 native at 1 thread (1.06), 1.20 at 2 threads."""
+    from tools import bench_conv
+
+    rows = []
+    for threads, native in ((1, 100.0), (2, 88.0)):
+        row = dict.fromkeys(bench_conv.FACTOR_COLUMNS, 0.0)
+        row.update(threads=threads, load=0.5, name="simplenet (all convolutions)", detail="7 convolutions", count=7,
+                   native_fwd_ms=native * 0.4, native_bwd_ms=native * 0.6, native_saved_mb=47.0, custom_saved_mb=47.0,
+                   native_fwd_peak_mb=64.0, custom_fwd_peak_mb=57.0, native_bwd_peak_mb=48.0, custom_bwd_peak_mb=44.0,
+                   chunk_samples=8, chunk_mb=18.0, gpu_chunk_samples=256, gpu_chunk_mb=588.0,
+                   **{f"custom_{k}_ms": v for k, v in FACTOR_PARTS.items()})
+        rows.append(row)
+    with open(results / "conv_factors.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=bench_conv.FACTOR_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (results / "conv_factors.md").write_text("# Where the time goes\n\n- hardware: CPU Test, 2 logical cores\n"
+                                             "- batch 32, images 128x128; 1 warmup + 9 timed rounds, ...\n")
 
 
 def build_fake(root, better, monkeypatch=None, scale="demo", attacks=None, pdf=False):
@@ -214,12 +241,14 @@ def test_outcome_sentences_follow_the_numbers(tmp_path, monkeypatch):
     win = build_fake(tmp_path / "win", 1, monkeypatch)
     lose = build_fake(tmp_path / "lose", -1, monkeypatch)
     flips = (
-        ("CustomConv2d took 0.90 times nn.Conv2d's epoch time", "CustomConv2d took 1.10 times nn.Conv2d's epoch time"),
-        ("of these runs: the improved CNN (75.0%)", "of these runs: SimpleNet (70.0%)"),
+        ("An epoch with CustomConv2d took 0.90 times as long", "An epoch with CustomConv2d took 1.10 times as long"),
+        ("the improved CNN reaches 80.0% best val top-1 against 70.0%: ahead of SimpleNet",
+         "the improved CNN reaches 60.0% best val top-1 against 70.0%: behind SimpleNet"),
         ("the improved CNN is ahead by 5.0 points (95% interval [+2.0, +8.0], above zero)",
          "the improved CNN is behind by 5.0 points (95% interval [-8.0, -2.0], below zero)"),
-        ("the improved CNN's run lies above it", "the improved CNN's run lies below it"),
-        ("of these runs: the improved ViT (85.0%)", "of these runs: SimpleViT (80.0%)"),
+        ("the improved CNN's run lies above that range", "the improved CNN's run lies below that range"),
+        ("the improved ViT reaches 90.0% best val top-1 against 80.0%: ahead of SimpleViT",
+         "the improved ViT reaches 70.0% best val top-1 against 80.0%: behind SimpleViT"),
         ("the improved ViT is ahead by 5.0 points", "the improved ViT is behind by 5.0 points"),
         ("keeps 50.3% on average against 40.3%: more robust by 10.0 points (95% t-interval over the seeds "
          "[+7.5, +12.5], above zero)", "keeps 30.3% on average against 40.3%: less robust by 10.0 points (95% "
@@ -239,12 +268,12 @@ def test_outcome_sentences_follow_the_numbers(tmp_path, monkeypatch):
 def test_two_measurements_of_one_thing_say_which_to_trust(tmp_path, monkeypatch):
     win = discussions(build_fake(tmp_path / "win", 1, monkeypatch))
     lose = discussions(build_fake(tmp_path / "lose", -1, monkeypatch))
-    bench = "The benchmark measured 1.06 for SimpleNet at 2 threads"  # results/conv_benchmark.csv
-    assert f"{bench}: they disagree. We trust the benchmark" in win["conv-results"], "0.90 per epoch, 1.06 there"
-    assert f"{bench}: both say slower. We trust the benchmark" in lose["conv-results"], "1.10 and 1.06"
+    bench = "The benchmark above measured 1.06 for the convolutions alone"  # results/conv_factors.csv
+    assert f"{bench}: they disagree; we trust the benchmark" in win["conv-results"], "0.90 per epoch, 1.06 there"
+    assert f"{bench}: both say slower; we trust the benchmark" in lose["conv-results"], "1.10 and 1.06"
     assert "after 3 epochs (the assignment asks for 10; the demo's CPU budget fits 3)." in win["conv-results"]
     seeds = "SimpleNet's 3 seeds at these epochs reach 68.0 to 72.0% (mean 70.0%)"
-    assert f"{seeds}; we trust that range over the single SimpleNet run" in win["cnn-results"]
+    assert f"{seeds}; the improved CNN's run lies above that range." in win["cnn-results"]
     assert f"{seeds}; the attacked checkpoint (70.0% clean) lies within that range, so it is a typical SimpleNet" \
         in win["pgd-results"]
     assert "seeds spread over 5.0 points, less than the 10.0-point difference, so a single seed would have shown " \
@@ -259,13 +288,14 @@ def test_a_comparison_at_different_epochs_says_so(tmp_path, monkeypatch):
     def findings():
         return " ".join(build_report.comparison_findings(ctx, "demo", "simplenet", "cnn", "ci_cnn.md"))
 
-    assert "one budget" not in findings(), "same epochs: nothing to say"
+    assert "After the same 3 epochs, the improved CNN reaches" in findings() and "budget" not in findings()
     cnn, simplenet = (ctx.scales["demo"]["summaries"][row] for row in ("cnn", "simplenet"))
     cnn["epochs"], cnn["seconds_per_epoch"] = simplenet["epochs"] + 7, 30.0
-    expected = (f"The improved CNN trained {cnn['epochs']} epochs against SimpleNet's {simplenet['epochs']} "
-                f"({cnn['epochs'] * 0.5:.1f} against {simplenet['epochs'] * simplenet['seconds_per_epoch'] / 60:.1f} "
-                "minutes), so these are results of one budget, not of training to the end.")
-    assert expected in findings()
+    assert f"After {cnn['epochs']} epochs against SimpleNet's {simplenet['epochs']}, the improved CNN reaches" \
+        in findings()
+    assert (f"({cnn['epochs'] * 0.5:.1f} against {simplenet['epochs'] * simplenet['seconds_per_epoch'] / 60:.1f} "
+            "minutes in all). These runs had different budgets, so they are results of one budget, not a "
+            "comparison.") in findings()
 
 
 def test_trend_rule_names_each_shape():
@@ -281,7 +311,7 @@ def test_trend_rule_names_each_shape():
     ({"pgd-simplenet-eps-low": 69.0, "pgd-simplenet": 40.0, "pgd-simplenet-eps-high": 20.0},
      "Top-1 falls as epsilon grows: 69.0% at 0.1, 40.0% at 0.5, 20.0% at 1."),
     ({"pgd-simplenet-steps1": 60.0, "pgd-simplenet-steps3": 45.0, "pgd-simplenet": 44.0},
-     "At epsilon 0.5, top-1 falls, then levels off with more steps: 60.0% after 1, 45.0% after 3, 44.0% after 10."),
+     "At epsilon 0.5, top-1 falls, then levels off with more steps: 60.0% after 1, 45.0% after 3, 44.0% after 10;"),
     ({"pgd-simplenet-eps-low": 68.0, "pgd-simplenet": 69.5, "pgd-simplenet-eps-high": 67.5},
      "Top-1 stays flat within noise as epsilon grows"),
     ({"pgd-simplenet-eps-low": 50.0, "pgd-simplenet": 30.0, "pgd-simplenet-eps-high": 52.0},
@@ -299,7 +329,7 @@ def test_the_attack_shows_or_the_report_says_why(tmp_path, monkeypatch):
     assert "At epsilon 0.5 with 10 steps top-1 is 40.0% against 70.0% clean: the attack visibly lowers accuracy " \
            "(60 of 200 images)." in shown
     assert "At the course's epsilon 0.1 the drop (+1.0 points) is within noise: the demo images' pixel noise" in shown
-    assert "Each step moves a pixel by at most 0.05, so 1 step reaches only 0.05 of the 0.5 allowed." in shown
+    assert "; each step moves a pixel by at most 0.05, so 1 step reaches only 0.05 of the 0.5 allowed." in shown
     weak = discussions(build_fake(tmp_path / "b", 1, monkeypatch, attacks={"pgd-simplenet": 68.0,
                                                                           "pgd-simplenet-eps-low": 62.0}))
     assert "top-1 is 68.0% against 70.0% clean, within twice the noise: the attack barely works here." \
@@ -326,12 +356,12 @@ def drawn_texts(fig):
 def test_miniplaces_results_fill_the_miniplaces_sections(tmp_path, monkeypatch):
     text = build_fake(tmp_path, 1, monkeypatch, scale="full")
     found = sections(text)
-    assert "Demo set (synthetic, not MiniPlaces)" not in found and len(found["MiniPlaces"]) == 5
+    assert "Demo set (synthetic, not MiniPlaces)" not in found and len(found["MiniPlaces"]) == 6
     assert "demo set" not in "\n".join(found["MiniPlaces"]).lower()
-    assert "MiniPlaces (100 classes, 100000 train / 10000 val images)" in "\n".join(found["MiniPlaces"])
+    assert "This report holds results of MiniPlaces only. Hardware of the MiniPlaces runs: test machine" in text
     assert text.count(build_report.PLACEHOLDERS["demo"]) == 1
     said = discussions(text.replace("#### MiniPlaces", "#### Demo set (synthetic, not MiniPlaces)"))
-    assert "Highest best val top-1 of these runs: the improved CNN (75.0%)." in said["cnn-results"]
+    assert "After the same 3 epochs, the improved CNN reaches 80.0% best val top-1 against 70.0%" in said["cnn-results"]
     assert "(3000 of 10000 images)" in said["pgd-results"] and "course's epsilon" not in said["pgd-results"]
     assert "How much of each single-run difference the seed makes is not measured." in said["vit-results"]
 
@@ -348,7 +378,7 @@ def test_figures_are_legible_where_the_report_places_them(tmp_path, monkeypatch)
     fake_logs.fake_demo(str(tmp_path), 1)
     make_results.make_results(str(tmp_path / "logs"), str(tmp_path / "results"))
     kinds = {re.sub(r"_[^_]*$", "", n) for n in saved}
-    assert kinds == {"curves", "compare", "pgd", "pgd_samples"}, kinds
+    assert kinds == {"curves", "compare", "pgd", "pgd_samples", "pgd_visible"}, kinds
     for file, fig in saved.items():
         placed = build_report.placed_width_pt(str(tmp_path / "results" / "demo" / file))
         scale = placed / (fig.get_figwidth() * 72)  # the figure's points per placed point
@@ -364,14 +394,17 @@ def test_figures_are_legible_where_the_report_places_them(tmp_path, monkeypatch)
                 assert shown and all(float(x).is_integer() for x in shown), (file, shown)
             if ax.get_ylabel().startswith("loss"):
                 assert ax.get_yscale() == "log", file
-            if file.startswith("pgd_") and not file.startswith("pgd_samples"):
+            if file.startswith("pgd_sweeps"):
                 assert "epsilon" in ax.get_title() and "steps" in ax.get_title(), ax.get_title()
                 clean = [line for line in ax.get_lines() if line.get_label().endswith(": clean")]
                 low, high = ax.get_ylim()
                 assert clean and all(low < line.get_ydata()[0] < high for line in clean), file
-    assert "epsilon 0.5" in saved["pgd_steps.png"].axes[0].get_title()
-    assert "10 steps" in saved["pgd_epsilon.png"].axes[0].get_title()
+    assert "10 steps" in saved["pgd_sweeps.png"].axes[0].get_title()
+    assert "epsilon 0.5" in saved["pgd_sweeps.png"].axes[1].get_title()
     assert "epsilon 0.5, 10 steps" in saved["pgd_samples_pgd-simplenet.png"].get_suptitle()
+    rows = [ax.get_title(loc="left") for ax in saved["pgd_visible_simplenet.png"].axes]
+    assert rows[0] == "original" and [r.split(":")[0] for r in rows[1:]] == [
+        "epsilon 0.1, 10 steps", "epsilon 0.25, 40 steps", "epsilon 0.5, 10 steps"], "every attack that logged images"
 
 
 def test_the_demo_report_fits_eight_pages_and_miniplaces_ten(tmp_path, monkeypatch):
@@ -470,3 +503,92 @@ def test_the_course_bugs_and_every_helper_file_are_declared():
     rows = {line.split(" | ")[0].strip("| ") for line in section.splitlines() if line.startswith("| ")}
     for file in HELPER_FILES:
         assert file in rows, f"{file} has no line in 'Changes to the provided code'"
+
+
+@pytest.fixture(scope="module")
+def fake_report(tmp_path_factory):
+    """The report of fake_logs' demo results (improved models ahead), built to Markdown and PDF
+    once for the tests below: (root, Markdown text)."""
+    root = tmp_path_factory.mktemp("fake_report")
+    return root, build_fake(root, 1, pdf=True)
+
+
+def body(text):
+    """The report's prose up to the changes section: no HTML comments, no image links."""
+    text = text.split("## Changes to the provided code")[0]
+    return re.sub(r"!\[[^\]]*\]\([^)]*\)|<!--.*?-->", "", text, flags=re.S)
+
+
+def test_figures_are_numbered_and_captioned_by_what_to_see(fake_report):
+    _, text = fake_report
+    figures = re.findall(r"!\[[^\]]*\]\([^)]+\)\n\n\*Figure (\d+)\. ([^*]+)\*", text)
+    assert len(figures) == text.count("![") == 9, "every figure has a numbered caption"
+    assert [int(n) for n, _ in figures] == list(range(1, len(figures) + 1))
+    for _, caption in figures:
+        assert not re.search(r"`|\.png|results/|\w/\w+\.", caption), f"a caption names a file: {caption}"
+        assert caption.endswith(".") and not re.search(r"\.\s+[A-Z]", caption), f"one sentence: {caption}"
+        assert re.search(r"\d", caption) or "look for" in caption, f"says what to see: {caption}"
+    refs = [int(n) for n in re.findall(r"Figure (\d+)", body(text))]
+    assert refs and max(refs) <= len(figures), "references point at figures the report holds"
+
+
+def test_pdf_text_names_every_declared_file_and_class_unbroken(fake_report):
+    from tools.tests import pdf_text
+
+    root, text = fake_report
+    lines = pdf_text.pdf_lines(str(root / "writeup" / "writeup.pdf"))
+    changes = text.split("## Changes to the provided code", 1)[1].split("\n## ", 1)[0]
+    names = set(re.findall(r"\b\w+\.py\b", changes)) | set(re.findall(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+\b",
+                                                                        changes))
+    assert {*HELPER_FILES, "CustomConv2d", "SimpleNet"} <= names, "the section declares these at least"
+    broken = sorted(n for n in names if not any(n in line for line in lines))
+    assert not broken, f"names the PDF breaks over lines (or lacks): {broken}"
+    import markdown
+
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", markdown.markdown(text, extensions=["tables"]), re.S)
+    words = {w for c in cells for w in html_words(c)}
+    assert len(words) > 100
+    split = sorted(w for w in words if not any(w in line for line in lines))
+    assert not split, f"table words the PDF breaks: {split[:10]}"
+
+
+def html_words(cell):
+    """The words of a table cell's HTML as the PDF shows them."""
+    return [html.unescape(w) for w in re.sub(r"<[^>]+>", "", cell).split()]
+
+
+def test_prose_names_no_flags_or_paths_and_the_setting_once(fake_report):
+    _, text = fake_report
+    prose = body(text)
+    assert not re.findall(r"(?<![\w-])--[a-z][\w-]*", prose), "flags belong in the appendix"
+    assert not re.findall(r"\w+/\w+\.\w+|results/|\bcode/|\w+\.py\b", prose), "paths belong in the appendix"
+    assert prose.count("test machine") == 1, "the hardware is said once, at the top"
+    assert prose.index("test machine") < prose.index("## Part I.1")
+    assert "of these runs" not in prose and "Highest best" not in prose
+    assert "MiniPlaces is not measured yet" in generated(text, "setting"), "no promise of MiniPlaces numbers"
+
+
+def test_demo_plan_compares_at_equal_budgets():
+    rows = {e.name: e for e in runner.EXPERIMENTS}
+    pairs = [(a, b) for _, a, b in runner.COMPARISONS] + [("simplenet", "adv-simplenet"),
+                                                          ("conv-native", "conv-custom"), ("simplenet", "resnet18")]
+    assert ("simplenet", "cnn") in pairs and ("simplevit", "vit") in pairs
+    for a, b in pairs:
+        for scale in runner.SCALES:
+            epochs = [runner.flag_value(getattr(rows[r], scale), "--epochs") for r in (a, b)]
+            assert epochs[0] == epochs[1], f"{a} and {b} train {epochs} epochs at {scale} scale"
+
+
+def test_pgd_table_has_more_steps_and_a_smaller_epsilon(fake_report):
+    _, text = fake_report
+    table = generated(text, "pgd-results").split("| epsilon |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in table.splitlines()[2:]]
+    settings = {(float(r[0]), int(r[1])) for r in rows}
+    eps, steps = build_report.scale_epsilon("demo"), build_report.attack_default("num_steps")
+    assert (eps, steps) in settings
+    assert any(e < eps and k > steps for e, k in settings), "the handout's more iterations, smaller epsilon"
+    full = [runner.attack_settings(e.full) for e in runner.EXPERIMENTS if e.target == "simplenet" and "-a" in e.full]
+    assert any(e < build_report.attack_default("epsilon") and k > steps for e, k in full), "and on MiniPlaces"
+    assert ("More steps and a smaller epsilon (40 steps at 0.25) give 50.0%, 10.0 points above 10 steps at 0.5: a "
+            "weaker attack with a perturbation at most 0.5 times as large, which still costs 20.0 points of clean "
+            "top-1.") in generated(text, "pgd-results")

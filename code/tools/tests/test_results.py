@@ -133,8 +133,11 @@ def test_make_results_writes_tables_figures_and_pgd(tmp_path):
     assert [r["attack"] for r in rows("pgd_epsilon.csv")] == ["pgd-simplenet-eps-low", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_steps.csv")] == ["pgd-simplenet-steps1", "pgd-simplenet"]
     assert [r["attack"] for r in rows("pgd_models.csv")] == ["pgd-simplenet"]
-    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png", "pgd_epsilon.png",
-                 "pgd_steps.png"):
+    assert (float(pgd["pgd-simplenet"]["mean change (grey levels)"]), float(pgd["pgd-simplenet"]["max change (grey "
+            "levels)"])) == (51.0, 51.0), "the logged images: 0.2 -> 0.4 of 255 grey levels"
+    assert pgd["pgd-simplenet-eps-low"]["mean change (grey levels)"] == "", "no images logged, no change measured"
+    for name in ("curves_conv-native.png", "compare_conv.png", "pgd_samples_pgd-simplenet.png", "pgd_sweeps.png",
+                 "pgd_visible_conv-native.png"):
         assert plt.imread(str(out / "demo" / name)).shape[2] in (3, 4), name
     assert not (out / "demo" / "curves_cnn.png").exists()
     assert summary["not_run"] == ["- `cnn` skipped: main.py does not accept these flags yet (x)"]

@@ -50,7 +50,7 @@ def test_study_trains_each_seed_once_and_reports(demo_data, tmp_path):
                                    hardware, "demo")
     assert "demo set" in data_label and "Data: demo set" in text and "CPU" in text
     assert "small for 1 epochs and big for 1, the same number of epochs" in text and "--epochs 1 1`" in text
-    assert f"| 3 | {acc['small'][0]:.2f} | {acc['big'][0]:.2f} |" in text and "better in" in text
+    assert f"| 3 | {acc['small'][0]:.2f} / {acc['big'][0]:.2f} |" in text and "better in" in text
     assert (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().count("\n") == 3
     before = (log_root / "small-e1-seed3" / "stdout.log").read_text()
     again, *_ = seed_study.run_study(rows, [3, 4], [1, 1], "demo", demo_data, str(tmp_path))
@@ -67,22 +67,44 @@ def test_the_main_seed_is_the_runners_run_and_every_run_is_attacked(demo_data, t
     own = runner.run_all(runner.EXPERIMENTS, "demo", demo_data, str(tmp_path / "logs" / "demo"))
     assert {s["status"] for s in own.values()} == {"finished"}
     seed = seed_study.main_seed()
+    settings = [(0.5, 10), (1.0, 2)]
     acc, pgd, _, _, code = seed_study.run_study(rows, [seed, 3], [1, 1], "demo", demo_data, str(tmp_path),
-                                                attack_eps=0.5)
+                                                attacks=settings)
     assert sorted(os.listdir(tmp_path / "logs" / "demo" / "seeds")) == [
-        "big-e1-seed3", "pgd-big-e1-seed3", "pgd-small-e1-seed3", "small-e1-seed3"], "seed 3 only: 2024 is the runner's"
+        "big-e1-seed3", "pgd-big-e1-seed3-eps0.5-steps10", "pgd-big-e1-seed3-eps1-steps2",
+        "pgd-small-e1-seed3-eps0.5-steps10", "pgd-small-e1-seed3-eps1-steps2", "small-e1-seed3"], \
+        "seed 3 only: 2024 is the runner's"
     for name in ("small", "big"):
         assert acc[name][0] == seed_study.best_top1(str(tmp_path / "logs" / "demo"), name), "the runner's own run"
-        assert pgd[name][0] == own[f"pgd-{name}"]["acc1"], "the runner's own attack"
-        attack = runner.read_status(str(tmp_path / "logs" / "demo" / "seeds" / f"pgd-{name}-e1-seed3"))
-        assert attack["status"] == "finished" and attack["epsilon"] == 0.5 and pgd[name][1] == attack["acc1"]
+        assert pgd[name][0.5, 10][0] == own[f"pgd-{name}"]["acc1"], "the runner's own attack of the same settings"
+        extra = runner.read_status(str(tmp_path / "logs" / "demo" / f"pgd-{name}-eps1-steps2"))
+        assert extra["epsilon"] == 1.0 and extra["num_steps"] == 2 and pgd[name][1.0, 2][0] == extra["acc1"], \
+            "an attack the runner lacks runs beside the runner's own runs"
+        for eps, steps in settings:
+            attack = runner.read_status(str(tmp_path / "logs" / "demo" / "seeds" /
+                                            f"pgd-{name}-e1-seed3-eps{eps:g}-steps{steps}"))
+            assert attack["status"] == "finished" and (attack["epsilon"], attack["num_steps"]) == (eps, steps)
+            assert pgd[name][eps, steps][1] == attack["acc1"]
     assert code.endswith("(4 runs)"), "each training run's code version counted"
     text = seed_study.write_report(str(tmp_path / "results" / "demo"), rows, [seed, 3], [1, 1], acc, "demo set", "CPU",
-                                   "demo", pgd, 0.5, code)
-    assert f"--seeds {seed} 3 --epochs 1 1 --attack-eps 0.5`" in text and f"Code: {code}. Top-1 is" in text
-    assert "| seed | small top-1 (%) | big top-1 (%) | big - small (points) | small PGD top-1 (%) |" in text
-    header = (tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv").read_text().splitlines()[0]
-    assert header == "seed,small_top1,big_top1,top1_difference,small_pgd_top1,big_pgd_top1,pgd_top1_difference"
+                                   "demo", pgd, code)
+    assert f"--seeds {seed} 3 --epochs 1 1 --attack 0.5 10 --attack 1 2`" in text and f"Code: {code}. Top-1 is" in text
+    assert ("| seed | clean: small / big (%) | PGD epsilon 0.5, 10 steps: small / big (%) | "
+            "PGD epsilon 1, 2 steps: small / big (%) |") in text
+    csv_path = tmp_path / "results" / "demo" / "seeds_small_vs_big_e1-1.csv"
+    assert csv_path.read_text().splitlines()[0] == "seed,epsilon,steps,small_top1,big_top1,difference"
+    (a, b), seeds, measures = seed_study.read_report(str(csv_path))
+    assert (a, b, seeds) == ("small", "big", [seed, 3])
+    assert measures[None] == (pytest.approx(acc["small"]), pytest.approx(acc["big"]))
+    assert measures[1.0, 2] == (pytest.approx(pgd["small"][1.0, 2]), pytest.approx(pgd["big"][1.0, 2]))
+
+
+def test_attacks_are_parsed_and_checked():
+    assert seed_study.parse_attacks([("0.5", "10"), ("1", "3")], None) == [(0.5, 10), (1.0, 3)]
+    assert seed_study.parse_attacks([], 0.25) == [(0.25, 10)], "--attack-eps: PGDAttack's default steps"
+    for pairs in ([("x", "3")], [("0.5", "2.5")], [("0", "3")], [("0.5", "0")], [("0.5", "3"), ("0.50", "3")]):
+        with pytest.raises(runner.RunnerError):
+            seed_study.parse_attacks(pairs, None)
 
 
 def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path, capsys):
@@ -90,7 +112,8 @@ def test_command_line_refuses_attack_rows_and_repeated_seeds(tmp_path, capsys):
                  ["--demo", "simplenet", "nosuchrow"],
                  ["--demo", "simplenet", "cnn", "--seeds", "1", "1"], ["--demo", "cnn", "cnn"],
                  ["--demo", "simplenet", "cnn", "--epochs-factor", "0"],
-                 ["--demo", "simplenet", "cnn", "--epochs", "0", "4"]):
+                 ["--demo", "simplenet", "cnn", "--epochs", "0", "4"],
+                 ["--demo", "simplenet", "cnn", "--attack", "0.5", "many"]):
         with pytest.raises(SystemExit) as e:
             seed_study.main([*argv, "--root", str(tmp_path), "--data", str(tmp_path / "data")])
         assert e.value.code == 2 and capsys.readouterr().err.startswith("error: "), argv
