@@ -470,6 +470,6 @@ def test_the_course_bugs_and_every_helper_file_are_declared():
     section = changes_section()
     assert "torch.cuda.synchronize()" in section and "on a CPU" in section
     assert "--use-custom-conv" in section and "UnboundLocalError: model_arch" in section
-    rows = {line.split(" | ")[0].strip("| ") for line in section.splitlines() if line.startswith("| ")}
+    headings = {line[4:].strip() for line in section.splitlines() if line.startswith("### ")}
     for file in HELPER_FILES:
-        assert file in rows, f"{file} has no line in 'Changes to the provided code'"
+        assert f"code/{file}" in headings, f"{file} has no heading in 'Changes to the provided code'"
