@@ -1,10 +1,8 @@
 """MiniPlaces dataset: ``root/<split>.txt`` lists ``relpath label`` per line and the
 images live under ``root/images/<relpath>`` (class folders of one or two levels)."""
 import os
-
 import torch
 from torch.utils import data
-
 from utils import load_image
 
 GET_DATA_HINT = ("get MiniPlaces with ../download_dataset.sh, or make the small demo set "
@@ -23,23 +21,44 @@ def collate_uint8(batch):
     return hwc.permute(0, 3, 1, 2), torch.tensor(labels)  # (B, C, H, W) in channels_last memory
 
 
-class MiniPlacesLoader(data.Dataset):
-    """One split of MiniPlaces (or of the generated demo set in the same layout).
+def read_label_file(label_file, num_classes):
+    """Parse ``relpath label`` lines into [(relpath, label)], naming bad lines."""
+    items = []
+    with open(label_file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise ValueError(f"{label_file}:{lineno}: expected 'relative/path.jpg label', got {line!r}")
+            label = int(parts[1])
+            if not 0 <= label < num_classes:
+                raise ValueError(f"{label_file}:{lineno}: label {label} is outside [0, {num_classes})")
+            items.append((parts[0], label))
+    return items
 
-    Args:
-        root_folder: folder holding ``<split>.txt`` and ``images/``.
-        label_file: list to read instead of ``root_folder/<split>.txt``.
-        num_classes: labels must lie in [0, num_classes).
-        split: "train", "val" or "test".
-        transforms: callable applied to each (H, W, 3) uint8 RGB image.
-    Items are ``(transforms(image), label)`` with label an int.
-    Raises:
-        FileNotFoundError: the label file or the images folder is missing.
-        ValueError: a line of the label file is malformed (file and line number).
+
+class MiniPlacesLoader(data.Dataset):
+    """
+    A simple dataloader for mini places
     """
 
     def __init__(self, root_folder, label_file=None, num_classes=100, split="train",
                  transforms=None):
+        """One split of MiniPlaces (or of the generated demo set in the same layout).
+
+        Args:
+            root_folder: folder holding ``<split>.txt`` and ``images/``.
+            label_file: list to read instead of ``root_folder/<split>.txt``.
+            num_classes: labels must lie in [0, num_classes).
+            split: "train", "val" or "test".
+            transforms: callable applied to each (H, W, 3) uint8 RGB image.
+        Items are ``(transforms(image), label)`` with label an int.
+        Raises:
+            FileNotFoundError: the label file or the images folder is missing.
+            ValueError: a line of the label file is malformed (file and line number).
+        """
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
         self.root_folder = root_folder
@@ -53,46 +72,9 @@ class MiniPlacesLoader(data.Dataset):
         image_root = os.path.join(root_folder, "images")
         if not os.path.isdir(image_root):
             raise FileNotFoundError(f"image folder {image_root} does not exist; {GET_DATA_HINT}")
-        self.file_label_list = self._read_label_file(label_file, num_classes)
+        self.file_label_list = read_label_file(label_file, num_classes)
         if not self.file_label_list:
             raise ValueError(f"label file {label_file} lists no images")
-
-    @staticmethod
-    def _read_label_file(label_file, num_classes):
-        """Parse ``relpath label`` lines into [(relpath, label)], naming bad lines."""
-        items = []
-        with open(label_file, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                parts = line.split()
-                if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                    raise ValueError(f"{label_file}:{lineno}: expected 'relative/path.jpg label', got {line!r}")
-                label = int(parts[1])
-                if not 0 <= label < num_classes:
-                    raise ValueError(f"{label_file}:{lineno}: label {label} is outside [0, {num_classes})")
-                items.append((parts[0], label))
-        return items
-
-    def get_index_mapping(self):
-        """{label id: category folder name}, e.g. {0: "abbey", 38: "church/outdoor"}, from the
-        dataset's ``categories.txt`` (``/a/abbey 0`` per line) when it has one, else from the
-        class folders of this split's image paths (``train/a/abbey/x.jpg``)."""
-        categories = os.path.join(self.root_folder, "categories.txt")
-        mapping = {}
-        if os.path.isfile(categories):
-            with open(categories, encoding="utf-8") as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 2:
-                        mapping[int(parts[1])] = parts[0].strip("/").split("/", 1)[-1]
-            return mapping
-        for relpath, label in self.file_label_list:
-            folders = relpath.split("/")[2:-1]  # drop "<split>", the letter folder and the file name
-            if folders:
-                mapping.setdefault(label, "/".join(folders))
-        return mapping
 
     def __len__(self):
         return len(self.file_label_list)
@@ -103,3 +85,20 @@ class MiniPlacesLoader(data.Dataset):
         if self.transforms is not None:
             img = self.transforms(img)
         return img, label
+
+    def get_index_mapping(self):
+        # load the train label file
+        train_label_file = os.path.join(self.root_folder, self.split + ".txt")
+        if not os.path.exists(train_label_file):
+            raise ValueError("Label file {:s} does not exist!".format(label_file))
+        with open(train_label_file) as f:
+            lines = f.readlines()
+
+        # get the category names
+        id_index_map = {}
+        for line in lines:
+            filename, label_id = line.rstrip("\n").split(" ")
+            cat_name = filename.split("/")[-2]
+            id_index_map[label_id] = cat_name
+
+        return id_index_map

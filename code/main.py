@@ -1166,8 +1166,9 @@ def build_attack(args, criterion):
 
 
 def write_images(writer, clean, adversarial=None):
-    """De-normalized input images to TensorBoard (Image/Org_Image) and, with an attack,
-    the adversarial versions (Image/Adv_Image) and their amplified difference (Image/Diff_Image)."""
+    """Input images to TensorBoard (Image/Org_Image, by default_visfunction) and, with an attack,
+    de-normalized originals, adversarial versions (Image/Adv_Image) and their amplified difference
+    (Image/Diff_Image)."""
     if adversarial is None:
         writer.add_image("Image/Org_Image", default_visfunction(clean.detach().float()), 0)
         return

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.autograd import Function
 from torch.nn import functional as F
-from torch.nn.modules.utils import _pair
+from torch.nn.modules.module import Module
 from torchvision.utils import make_grid
 
 import custom_transforms as transforms
@@ -198,6 +198,13 @@ class CustomConv2DFunction(Function):
     weight are saved: backward unfolds the input again for the weight gradient (one GEMM per
     chunk) and folds (col2im) the column gradients (one GEMM per chunk) into the input
     gradient. Under autocast the GEMMs run in the autocast dtype.
+
+    What it cannot compute stops here with a ValueError naming the argument (the course's
+    CustomConv2d, kept as provided, checks only that kernel_size, stride and padding are ints):
+    a non-square kernel, a stride or padding that is not one int, channels, dtypes or devices
+    that do not match, a kernel larger than the padded input. CustomConv2d stores ``dilation``
+    and ``groups`` "for compatibility" and never passes them: the convolution has dilation 1
+    and groups 1 whatever they hold, as in the course's release.
     """
 
     @staticmethod
@@ -269,48 +276,66 @@ class CustomConv2DFunction(Function):
 custom_conv2d = CustomConv2DFunction.apply
 
 
-class CustomConv2d(nn.Module):
-    """The course's wrapper of :func:`custom_conv2d`, with the interface of nn.Conv2d.
-
-    Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo), channels_last.
-    ``kernel_size``, ``stride`` and ``padding`` are ints (a kernel size may be a square pair).
-    ``dilation`` and ``groups`` are stored for compatibility; the convolution computes only
-    dilation 1 and groups 1. What it cannot compute raises a ValueError at ``forward``: from the
-    function for kernels, strides and paddings, from ``forward`` for dilation and groups.
+class CustomConv2d(Module):
+    """
+    The same interface as torch.nn.Conv2D
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True):
-        super().__init__()
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+    ):
+        super(CustomConv2d, self).__init__()
+        assert isinstance(kernel_size, int), "We only support squared filters"
+        assert isinstance(stride, int), "We only support equal stride"
+        assert isinstance(padding, int), "We only support equal padding"
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
+
+        # not used (for compatibility)
         self.dilation = dilation
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *_pair(kernel_size)))
-        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
+
+        # register weight and bias as parameters
+        self.weight = nn.Parameter(
+            torch.Tensor(out_channels, in_channels, kernel_size, kernel_size)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.Tensor(out_channels))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Kaiming-uniform init, as nn.Conv2d."""
+        # initialization using Kaiming uniform
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.weight[0].numel())  # 1 / sqrt(fan_in)
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        """(N, in_channels, H, W) -> (N, out_channels, Ho, Wo)."""
-        if _pair(self.dilation) != (1, 1) or self.groups != 1:
-            raise ValueError(f"custom_conv2d computes dilation 1 and groups 1 only, got dilation={self.dilation}, "
-                             f"groups={self.groups}")
+        # call our custom conv2d op
         return custom_conv2d(input, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, " \
-            f"padding={self.padding}"
-        return s if self.bias is not None else s + ", bias=False"
+        s = (
+            "{in_channels}, {out_channels}, kernel_size={kernel_size}"
+            ", stride={stride}, padding={padding}"
+        )
+        if self.bias is None:
+            s += ", bias=False"
+        return s.format(**self.__dict__)
 
 
 ################################################################################
@@ -360,28 +385,33 @@ class AdversarialTrainingMixin:
 
 
 class SimpleNet(AdversarialTrainingMixin, nn.Module):
-    """The starter's CNN: 7x7/2 stem, two bottlenecks with max-pooling, GAP, linear; PyTorch's
-    default initialization, as the course's. Our one change: the adversarial-training hook in ``forward``.
+    """The course's SimpleNet as provided, with the adversarial-training hook it invites: the base
+    class AdversarialTrainingMixin and its call at the top of ``forward`` (off by default).
 
-    Input (B, 3, H, W) normalized images; output (B, num_classes) logits.
-    ``conv_op`` builds every convolution (nn.Conv2d or CustomConv2d).
-    ``enable_adversarial_training`` (from :class:`AdversarialTrainingMixin`) switches on PGD
-    samples in training; off by default.
+    Input (B, 3, H, W) normalized images -> (B, num_classes) logits; ``conv_op`` builds every
+    convolution (nn.Conv2d or CustomConv2d). Like the course's, it keeps PyTorch's default
+    initialization (``reset_parameters`` is provided but not called).
     """
-
+    # a simple CNN for image classifcation
     def __init__(self, conv_op=nn.Conv2d, num_classes=100):
-        super().__init__()
+        super(SimpleNet, self).__init__()
+        # you can start from here and create a better model
         self.features = nn.Sequential(
+            # conv1 block: conv 7x7
             conv_op(3, 64, kernel_size=7, stride=2, padding=3),
             nn.ReLU(inplace=True),
+            # max pooling 1/2
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            # conv2 block: simple bottleneck
             conv_op(64, 64, kernel_size=1, stride=1, padding=0),
             nn.ReLU(inplace=True),
             conv_op(64, 64, kernel_size=3, stride=1, padding=1),
             nn.ReLU(inplace=True),
             conv_op(64, 256, kernel_size=1, stride=1, padding=0),
             nn.ReLU(inplace=True),
+            # max pooling 1/2
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            # conv3 block: simple bottleneck
             conv_op(256, 128, kernel_size=1, stride=1, padding=0),
             nn.ReLU(inplace=True),
             conv_op(128, 128, kernel_size=3, stride=1, padding=1),
@@ -389,14 +419,29 @@ class SimpleNet(AdversarialTrainingMixin, nn.Module):
             conv_op(128, 512, kernel_size=1, stride=1, padding=0),
             nn.ReLU(inplace=True),
         )
+        # global avg pooling + FC
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
 
+    def reset_parameters(self):
+        # init all params
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.consintat_(m.bias, 0.0)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1.0)
+                nn.init.constant_(m.bias, 0.0)
+
     def forward(self, x):
-        x = self.adversarial_mix(x)  # (B, 3, H, W): part PGD samples in adversarial training
-        x = self.features(x)  # (B, 512, H/16, W/16)
-        x = self.avgpool(x).flatten(1)  # (B, 512)
-        return self.fc(x)
+        # you can implement adversarial training here
+        x = self.adversarial_mix(x)  # (B, 3, H, W): in training mode, part PGD samples once enabled
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = x.view(x.size(0), -1)
+        x = self.fc(x)
+        return x
 
 
 ################################################################################
@@ -570,109 +615,130 @@ def sincos_pos_embed_2d(h, w, dim, temperature=10000.0):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over all tokens of a (B, H, W, C) grid.
+    """Multi-head Self-Attention over all tokens of a (B, H, W, C) grid.
 
-    Per head h: softmax(Q_h K_h^T / sqrt(d_head)) V_h with d_head = dim / num_heads;
-    the heads are concatenated in order (head h fills channels h*d_head to
-    (h+1)*d_head - 1) and mixed by an output projection. The attribute ``fused``
-    picks F.scaled_dot_product_attention (True, the default: bench_attention.py
-    measured it faster than the explicit path, forward + backward at 64 and 256
-    tokens on a 2-core CPU) or the explicit matrix products below (False).
+    Per head h: softmax(Q_h K_h^T / sqrt(d_head)) V_h with d_head = dim / num_heads; the heads
+    are concatenated in order (head h fills channels h*d_head to (h+1)*d_head - 1) and mixed by
+    the output projection. ``forward`` computes that formula with explicit matrix products; an
+    instance whose ``fused`` is set to True calls F.scaled_dot_product_attention instead (the
+    same function: tests/test_attention.py), which only ImprovedViT does.
 
-    Args:
-        dim: channels C of the tokens; a multiple of ``num_heads``.
-        num_heads: number of attention heads.
-        qkv_bias: add a learnable bias to the query, key and value projections.
-    Input (B, H, W, dim) -> output (B, H, W, dim), any real values.
+    Input (B, H, W, dim) -> output (B, H, W, dim), any real values; dim a multiple of num_heads.
     """
 
-    def __init__(self, dim, num_heads=8, qkv_bias=True):
+    fused = False  # False (every model but ImprovedViT): the formula; True: PyTorch's fused kernel
+
+    def __init__(
+        self,
+        dim,
+        num_heads=8,
+        qkv_bias=True,
+    ):
+        """
+        Args:
+            dim (int): Number of input channels. We assume Q, K, V will be of
+                same dimension as the input.
+            num_heads (int): Number of attention heads.
+            qkv_bias (bool:  If True, add a learnable bias to query, key, value.
+        """
         super().__init__()
-        if num_heads <= 0 or dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
-        self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+
+        # linear projection for query, key, value
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        # linear projection at the end
         self.proj = nn.Linear(dim, dim)
-        self.fused = True
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"Attention expects (B, H, W, {self.dim}) tokens, got shape {tuple(x.shape)}")
-        B, H, W, C = x.shape
-        qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, N, hd)
-        if self.fused:
-            x = F.scaled_dot_product_attention(q, k, v)  # (B, nh, N, hd)
+        dim = self.qkv.in_features
+        if x.ndim != 4 or x.shape[-1] != dim or dim % self.num_heads:
+            raise ValueError(f"Attention({dim} channels, {self.num_heads} heads) expects (B, H, W, {dim}) tokens "
+                             f"with {dim} a multiple of the heads, got shape {tuple(x.shape)}")
+        # input size (B, H, W, C)
+        B, H, W, _ = x.shape
+        # qkv with shape (3, B, nHead, H * W, C)
+        qkv = (
+            self.qkv(x).reshape(
+                B, H * W, 3, self.num_heads, -1
+            ).permute(2, 0, 3, 1, 4)
+        )
+        # q, k, v with shape (B * nHead, H * W, C)
+        q, k, v = qkv.reshape(3, B * self.num_heads, H * W, -1).unbind(0)
+        if self.fused:  # 4-D (B, nh, N, hd), which the flash and memory-efficient kernels need
+            x = F.scaled_dot_product_attention(*(t.view(B, self.num_heads, H * W, -1) for t in (q, k, v)))
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, hd) @ (B, nh, hd, N) -> (B, nh, N, N)
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B * nh, N, hd) @ (B * nh, hd, N) -> (B * nh, N, N)
             attn = attn.softmax(dim=-1)  # each row sums to 1 over the keys
-            x = attn @ v  # (B, nh, N, N) @ (B, nh, N, hd) -> (B, nh, N, hd)
-        x = x.transpose(1, 2).reshape(B, H, W, C)  # (B, N, nh, hd) -> (B, H, W, nh * hd)
-        return self.proj(x)
+            x = attn @ v  # (B * nh, N, N) @ (B * nh, N, hd) -> (B * nh, N, hd)
+        x = x.reshape(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4)  # (B, H, W, nh, hd)
+        x = self.proj(x.reshape(B, H, W, dim))  # heads concatenated: (B, H, W, nh * hd)
+        return x
 
     def extra_repr(self):
-        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, fused={self.fused}"
+        return f"num_heads={self.num_heads}, fused={self.fused}"
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm Transformer block on a (B, H, W, C) token grid:
-    x + DropPath(Attn(Norm(x))), then x + DropPath(MLP(Norm(x))).
-
-    With ``window_size > 0`` attention runs inside non-overlapping
-    window_size x window_size windows (the grid is zero-padded at the bottom and
-    right to a multiple of the window and cropped back; as in ViTDet the padded
-    tokens are not masked, so they take part as keys in the edge windows). With
-    ``window_size == 0`` every token attends to every token.
-
-    Args:
-        dim: channels C; num_heads: attention heads (C must be a multiple).
-        mlp_ratio: hidden width of the MLP in units of ``dim``.
-        qkv_bias: bias on the query, key and value projections.
-        drop_path: stochastic-depth rate in [0, 1] of both residual branches.
-        norm_layer, act_layer: normalization over C and MLP activation classes.
-        window_size: window side in tokens, or 0 for global attention.
-    Input (B, H, W, dim) -> output (B, H, W, dim).
-    """
-
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0,
-                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size=0):
+    """Transformer blocks with support of local window self-attention"""
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path=0.0,
+        norm_layer=nn.LayerNorm,
+        act_layer=nn.GELU,
+        window_size=0,
+    ):
+        """
+        Args:
+            dim (int): Number of input channels.
+            num_heads (int): Number of attention heads in each ViT block.
+            mlp_ratio (float): Ratio of mlp hidden dim to embedding dim.
+            qkv_bias (bool): If True, add a learnable bias to query, key, value.
+            drop_path (float): Stochastic depth rate.
+            norm_layer (nn.Module): Normalization layer.
+            act_layer (nn.Module): Activation layer.
+            window_size (int): Window size for window attention blocks.
+                If it equals 0, then global attention is used.
+        """
         super().__init__()
-        if window_size < 0:
-            raise ValueError(f"window_size must be >= 0 (0 = global attention), got {window_size}")
-        self.window_size = window_size
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.attn = Attention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+        )
+
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = MLP(dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer)
+        self.mlp = MLP(
+            in_features=dim,
+            hidden_features=int(dim * mlp_ratio),
+            act_layer=act_layer
+        )
+
+        self.window_size = window_size
 
     def forward(self, x):
         shortcut = x
         x = self.norm1(x)
+        # Window partition
         if self.window_size > 0:
             H, W = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, self.window_size)  # (B * nW, ws, ws, C)
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, pad_hw, (H, W))  # (B, H, W, C)
-        else:
-            x = self.attn(x)
+            x, pad_hw = window_partition(x, self.window_size)
+
+        x = self.attn(x)
+        # Reverse window partition
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (H, W))
+
         x = shortcut + self.drop_path(x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-def _vit_init_weights(m):
-    """timm-style init: Linear weights ~ TruncNormal(0, 0.02) and zero biases,
-    LayerNorm gain 1 and bias 0; convolutions keep their own init."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
 
 
 def _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, **block_args):
@@ -681,48 +747,111 @@ def _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, **bloc
     ``drop_path_rate`` (last block)."""
     bad = [i for i in window_block_indexes if not 0 <= i < depth]
     _check(depth >= 1 and not bad, f"depth ({depth}) must be >= 1 and hold window_block_indexes, got {bad} outside")
-    _check(0.0 <= drop_path_rate <= 1.0, f"drop_path_rate must lie in [0, 1], got {drop_path_rate}")
+    _check(0.0 <= drop_path_rate < 1.0, f"drop_path_rate must lie in [0, 1) (the course's drop_path divides by "
+                                         f"1 - rate), got {drop_path_rate}")
     dpr = torch.linspace(0, drop_path_rate, depth).tolist()
     return nn.ModuleList([TransformerBlock(drop_path=rate, window_size=window_size if i in window_block_indexes else 0,
                                            **block_args) for i, rate in enumerate(dpr)])
 
 
 class SimpleViT(nn.Module):
-    """The starter's Vision Transformer: non-overlapping patch embedding, optional learned absolute
-    positions, ``depth`` Transformer blocks (window attention in ``window_block_indexes``, global in the
-    others), global average pooling of the tokens, LayerNorm and a linear head.
+    """
+    This module implements Vision Transformer (ViT) backbone in
+    "Exploring Plain Vision Transformer Backbones for Object Detection",
+    https://arxiv.org/abs/2203.16527
 
-    Args:
-        img_size: side of the square input; a multiple of ``patch_size`` (token grid img_size / patch_size).
-        num_classes, in_chans: output logits and input channels.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer width, number of blocks, heads per
-            block, MLP ratio and qkv bias.
-        drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
-        norm_layer, act_layer: normalization and activation classes.
-        use_abs_pos: add a learned (1, h, w, embed_dim) position embedding.
-        window_size, window_block_indexes: window side (tokens), indexes of the window-attention blocks.
+    Ours: non-overlapping patch embedding, optional learned absolute positions, ``depth``
+    Transformer blocks (window attention in ``window_block_indexes``, global in the others),
+    global average pooling of the tokens, LayerNorm and a linear head; its attention runs the
+    formula (Attention.fused False).
     Input (B, in_chans, img_size, img_size) normalized images -> (B, num_classes) logits.
     """
 
-    def __init__(self, img_size=128, num_classes=100, patch_size=16, in_chans=3, embed_dim=192,
-                 depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1,
-                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, use_abs_pos=True, window_size=4,
-                 window_block_indexes=(0, 2)):
-        super().__init__()
+    def __init__(
+        self,
+        img_size=128,
+        num_classes=100,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=192,
+        depth=4,
+        num_heads=4,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path_rate=0.1,
+        norm_layer=nn.LayerNorm,
+        act_layer=nn.GELU,
+        use_abs_pos=True,
+        window_size=4,
+        window_block_indexes=(0, 2),
+    ):
+        """
+        Args:
+            img_size (int): Input image size.
+            num_classes (int): Number of object categories
+            patch_size (int): Patch size.
+            in_chans (int): Number of input image channels.
+            embed_dim (int): Patch embedding dimension.
+            depth (int): Depth of ViT.
+            num_heads (int): Number of attention heads in each ViT block.
+            mlp_ratio (float): Ratio of mlp hidden dim to embedding dim.
+            qkv_bias (bool): If True, add a learnable bias to query, key, value.
+            drop_path_rate (float): Stochastic depth rate.
+            norm_layer (nn.Module): Normalization layer.
+            act_layer (nn.Module): Activation layer.
+            use_abs_pos (bool): If True, use absolute positional embeddings.
+            window_size (int): Window size for local attention blocks.
+            window_block_indexes (list): Indexes for blocks using local attention.
+                Local window attention allows more efficient computation, and can be
+                coupled with standard global attention. E.g., [0, 2] indicates the
+                first and the third blocks will use local window attention, while
+                other block use standard attention.
+
+        Feel free to modify the default parameters here.
+        """
+        super(SimpleViT, self).__init__()
         _check(img_size % patch_size == 0, f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
         self.img_size = img_size
-        grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
-                                      in_chans=in_chans, embed_dim=embed_dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
+
+        if use_abs_pos:
+            # Initialize absolute positional embedding with image size
+            # The embedding is learned from data
+            self.pos_embed = nn.Parameter(
+                torch.zeros(
+                    1, img_size // patch_size, img_size // patch_size, embed_dim
+                )
+            )
+        else:
+            self.pos_embed = None
+
+        # patch embedding layer
+        self.patch_embed = PatchEmbed(
+            kernel_size=(patch_size, patch_size),
+            stride=(patch_size, patch_size),
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+        )
+
+        # Transformer blocks with the stochastic depth decay rule, then the head
         self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
                                   num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                                   norm_layer=norm_layer, act_layer=act_layer)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
+
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_vit_init_weights)
+
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
 
     def no_weight_decay(self):
         """Parameter names to keep out of weight decay."""
@@ -748,8 +877,9 @@ class ImprovedViT(nn.Module):
     locality and stable training; stride 8, so 256 tokens of 8x8 pixels (SimpleViT: 64); 12 blocks
     at DeiT-Tiny width (192, 3 heads); 8x8-token window attention in most blocks, global in blocks
     2, 5, 8, 11 (ViTDet); fixed 2D sin-cos positions (Beyer et al. 2022); stochastic depth up to
-    0.1, average pooling, LayerNorm, linear head, timm-style init. Defaults: 5.78M parameters,
-    3.36 forward GFLOPs per image. Its training recipe (warmup, label smoothing, AdamW without
+    0.1, average pooling, LayerNorm, linear head, the course's SimpleViT init. Its attention opts in
+    to PyTorch's fused kernel (Attention.fused; the graded SimpleViT runs the formula). Defaults:
+    5.78M parameters, 3.36 forward GFLOPs per image. Its training recipe (warmup, label smoothing, AdamW without
     decay on 1-D parameters) lives in main.py.
 
     Args:
@@ -779,9 +909,13 @@ class ImprovedViT(nn.Module):
         self.blocks = _vit_blocks(depth, drop_path_rate, window_size, window_block_indexes, dim=embed_dim,
                                   num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                                   norm_layer=norm_layer, act_layer=act_layer)
+        for blk in self.blocks:
+            blk.attn.fused = True  # F.scaled_dot_product_attention: faster (results/attention_benchmark.md)
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
-        self.apply(_vit_init_weights)
+        self.apply(self._init_weights)
+
+    _init_weights = SimpleViT._init_weights  # the course's initialization
 
     def forward(self, x):
         if x.shape[-2:] != (self.img_size, self.img_size):
@@ -801,9 +935,11 @@ default_vit_model = ImprovedViT
 ################################################################################
 
 
-# Our custom_transforms.py adds RandomWarpCrop and ToUint8Tensor; the course's has neither. Looked up
-# by name, so that this file also runs beside the course's helpers, with the course's classes.
+# Our custom_transforms.py adds RandomWarpCrop, FastRandomColor and ToUint8Tensor; the course's has
+# none of them. Looked up by name, so that this file also runs beside the course's helpers, with
+# the course's classes.
 _WARP_CROP = getattr(transforms, "RandomWarpCrop", None)
+_FAST_COLOR = getattr(transforms, "FastRandomColor", None)
 _TO_UINT8 = getattr(transforms, "ToUint8Tensor", None)
 
 
@@ -815,35 +951,51 @@ def _to_output(normalize):
     return [_TO_UINT8() if _TO_UINT8 is not None else transforms.ToTensor()]
 
 
+# define data augmentation used for training, you can tweak things if you want
 def get_train_transforms(normalize=True, single_warp=None):
     """Training augmentation: HWC uint8 RGB image -> (3, 128, 128) tensor, normalized with the
     ImageNet statistics (float, values in about [-2.2, 2.7]), or uint8 in [0, 255] when
     ``normalize`` is False.
 
-    A random-sized crop of 25-100% of the image area (aspect 3/4 to 4/3), a rotation of up to
-    15 degrees without border pixels, the resize to 128 and a horizontal flip (p = 0.5), then
-    channel gains of 1 +- 0.15. With our helpers the geometric part is one affine warp
-    (RandomWarpCrop) and the gains one uint8 pass, equal to the course's lookup table; with the
-    course's helpers it is the course's Scale, flip, RandomColor, RandomRotate and
-    RandomSizedCrop chain; so is it with ``single_warp`` False (None: the warp whenever the
-    helpers have it).
+    The course's chain (Scale(144), flip, RandomColor(0.15), RandomRotate(15), RandomSizedCrop(128))
+    runs with the course's helpers, and with ``single_warp`` False. With our helpers (``single_warp``
+    None or True) the geometric part is one affine warp, RandomWarpCrop: a crop of 25-100% of the
+    image area (aspect 3/4 to 4/3), a rotation of up to 15 degrees without border pixels, the resize
+    to 128 and a horizontal flip in one resampling pass; then the course's colour gains of
+    1 +- 0.15 per channel, by FastRandomColor (one cv2.transform instead of the course's cv2.LUT).
     """
     if single_warp and _WARP_CROP is None:
         raise ValueError("single_warp=True needs our custom_transforms.py (RandomWarpCrop)")
+    train_transforms = []
     if _WARP_CROP is not None and single_warp is not False:
-        steps = [_WARP_CROP(128, degree_range=15.0), transforms.RandomColor(0.15)]
+        train_transforms.append(_WARP_CROP(128, degree_range=15.0))
+        train_transforms.append(_FAST_COLOR(0.15))
     else:
-        steps = [transforms.Scale(160), transforms.RandomHorizontalFlip(), transforms.RandomColor(0.15),
-                 transforms.RandomRotate(15), transforms.RandomSizedCrop(128)]
-    return transforms.Compose(steps + _to_output(normalize))
+        train_transforms.append(transforms.Scale(144))
+        train_transforms.append(transforms.RandomHorizontalFlip())
+        train_transforms.append(transforms.RandomColor(0.15))
+        train_transforms.append(transforms.RandomRotate(15))
+        train_transforms.append(transforms.RandomSizedCrop(128))
+    train_transforms += _to_output(normalize)
+    return transforms.Compose(train_transforms)
 
 
+# define data augmentation used for validation, you can tweak things if you want
 def get_val_transforms(normalize=True):
-    """Deterministic validation transform: resize the short side to 160 (bilinear), centre-crop
-    128 -> (3, 128, 128) tensor, normalized like training (uint8 when ``normalize`` is False).
-    Deterministic with either set of helpers: ``interpolations=None`` is always bilinear."""
-    steps = [transforms.Scale(160, interpolations=None), transforms.CenterCrop(128)]
-    return transforms.Compose(steps + _to_output(normalize))
+    """Validation transform: resize the short side to 160, always bilinear (deterministic), and
+    centre-crop 128 -> (3, 128, 128) tensor, normalized like training (uint8 when ``normalize`` is
+    False). 160, not the course's 144: training crops 25-100% of the image area and resizes the crop
+    to 128, which shows objects magnified by a median 1.45 (RandomWarpCrop; 1.48 in the course's
+    chain), and 160 / 128 = 1.25 is nearer that than 144 / 128 = 1.125 (train and test should show
+    objects at one size: Touvron et al., "Fixing the train-test resolution discrepancy", 2019;
+    tests/test_transforms.py measures it). The course's Scale(144) also draws one of three
+    interpolations per image, so its validation accuracy would vary from run to run.
+    """
+    val_transforms = []
+    val_transforms.append(transforms.Scale(160, interpolations=None))
+    val_transforms.append(transforms.CenterCrop(128))
+    val_transforms += _to_output(normalize)
+    return transforms.Compose(val_transforms)
 
 
 ################################################################################
@@ -936,27 +1088,19 @@ class PGDAttack:
 default_attack = PGDAttack
 
 
-def denormalize(input, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Undo the input normalization: (B, C, H, W) normalized -> pixels in [0, 1] (clamped)."""
-    if input.dim() != 4 or input.shape[1] != len(mean):
-        raise ValueError(f"input must be (B, {len(mean)}, H, W), got {tuple(input.shape)}")
-    mean = torch.as_tensor(mean, dtype=input.dtype, device=input.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    std = torch.as_tensor(std, dtype=input.dtype, device=input.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    return (input.detach() * std + mean).clamp_(0.0, 1.0)
-
-
 def vis_grid(input, n_rows=10):
-    """Mosaic of a normalized batch, de-normalized so that it looks like the photos.
+    """
+    Given a batch of image X (torch tensor), compose a mosaic for visualziation.
 
     Args:
-        input: (B, 3, H, W) images normalized with IMAGENET_MEAN / IMAGENET_STD.
-        n_rows: images per row of the mosaic (torchvision's ``nrow``), an int >= 1.
-    Returns:
-        (3, H', W') float tensor in [0, 1], ready for ``SummaryWriter.add_image``.
-    """
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
-        raise ValueError(f"n_rows (images per row) must be an int >= 1, got {n_rows!r}")
-    return make_grid(denormalize(input), nrow=n_rows)
+      input: (torch tensor) input image of size N * C * H * W
+      n_rows: (int) number of images per row
 
+    Outputs:
+      output: (torch tensor) visualizations of size 3 * HH * WW
+    """
+    # concat all images into a big picture
+    output_imgs = make_grid(input.cpu(), nrow=n_rows, normalize=True)
+    return output_imgs
 
 default_visfunction = vis_grid

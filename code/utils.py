@@ -1,55 +1,52 @@
-"""Image I/O, meters and the learning-rate schedule used by main.py."""
 import math
+import warnings
+from collections import Counter
+from bisect import bisect_right
 
 import cv2
 import numpy as np
-from torch.optim.lr_scheduler import LRScheduler
 
-cv2.setNumThreads(0)  # DataLoader workers already run in parallel
+import torch
+from torch.optim.lr_scheduler import _LRScheduler
 
-INTERPOLATIONS = {
-    "nearest": cv2.INTER_NEAREST,
-    "bilinear": cv2.INTER_LINEAR,
-    "bicubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
-}
+cv2.setNumThreads(0)  # added: DataLoader workers already run in parallel; OpenCV's own threads would oversubscribe the cores
 
 
 class ImageReadError(OSError):
     """An image file is missing, truncated or not an image."""
 
 
-def load_image(filename):
+def load_image(path):
     """Read an image file as an RGB array (H, W, 3) uint8 in [0, 255].
 
     Raises:
         ImageReadError: naming the path when the file cannot be decoded.
     """
-    img = cv2.imread(filename, cv2.IMREAD_COLOR)
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageReadError(f"cannot read image {filename} (missing, truncated or not an image)")
+        raise ImageReadError(f"cannot read image {path} (missing, truncated or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def save_image(filename, img, quality=90):
-    """Write an RGB array (H, W, 3) uint8 to ``filename`` (format from its extension)."""
-    bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(filename, bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise OSError(f"cannot write image {filename}")
+def save_image(path, img):
+    img = img.copy()[:, :, ::-1]
+    return cv2.imwrite(path, img)
 
 
-def resize_image(img, new_size, interpolation=cv2.INTER_LINEAR):
-    """Resize an (H, W, C) image to ``new_size`` = (width, height).
+def resize_image(img, new_size, interpolation):
+    # resize an image into new_size (w * h) using specified interpolation
+    # opencv has a weird rounding issue & this is a hacky fix
+    # ref: https://github.com/opencv/opencv/issues/9096
+    mapping_dict = {cv2.INTER_NEAREST: cv2.INTER_NEAREST_EXACT}
+    if interpolation in mapping_dict:
+        img = cv2.resize(img, new_size, interpolation=mapping_dict[interpolation])
+    else:
+        img = cv2.resize(img, new_size, interpolation=interpolation)
+    return img
 
-    ``interpolation`` is an OpenCV flag (the course's convention) or a name in ``INTERPOLATIONS``.
-    """
-    if isinstance(interpolation, str):
-        interpolation = INTERPOLATIONS[interpolation]
-    return cv2.resize(img, tuple(int(s) for s in new_size), interpolation=interpolation)
 
-
-class AverageMeter:
-    """Running average of a scalar: ``update(val, n)`` adds ``n`` samples of mean ``val``."""
+class AverageMeter(object):
+    """Computes and stores the average and current value"""
 
     def __init__(self):
         self.reset()
@@ -57,8 +54,8 @@ class AverageMeter:
     def reset(self):
         self.val = 0.0
         self.avg = 0.0
-        self.sum = 0.0
-        self.count = 0
+        self.sum = 0
+        self.count = 0.0
 
     def update(self, val, n=1):
         self.val = val
@@ -67,24 +64,41 @@ class AverageMeter:
         self.avg = self.sum / self.count
 
 
-class LinearWarmupCosineAnnealingLR(LRScheduler):
+class LinearWarmupCosineAnnealingLR(_LRScheduler):
     """Linear warmup from ``warmup_start_lr`` to each group's base lr over
     ``warmup_epochs`` steps, then cosine annealing to ``eta_min`` at ``max_epochs``.
 
-    main.py steps it once per iteration, so both counts are in iterations. The
-    learning rate is a closed-form function of ``last_epoch``, so a scheduler
-    restored from ``state_dict()`` continues the exact same curve.
+    main.py steps it once per iteration, so both counts are in iterations. Unlike the
+    course's chainable form, the learning rate is a closed-form function of ``last_epoch``:
+    ``warmup_epochs=0`` starts at the base lr (the course's stays at ``warmup_start_lr``, 0,
+    for the whole run), and main.py can re-plan a resumed run's length
+    (``set_schedule_position``). ``step(epoch)`` uses the same closed form.
     """
 
-    def __init__(self, optimizer, warmup_epochs, max_epochs, warmup_start_lr=0.0,
-                 eta_min=1e-8, last_epoch=-1):
-        if not 0 <= warmup_epochs <= max_epochs:
-            raise ValueError(f"need 0 <= warmup_epochs ({warmup_epochs}) <= max_epochs ({max_epochs})")
+    def __init__(
+        self,
+        optimizer,
+        warmup_epochs,
+        max_epochs,
+        warmup_start_lr=0.0,
+        eta_min=1e-8,
+        last_epoch=-1,
+    ):
+        """
+        Args:
+            optimizer (Optimizer): Wrapped optimizer.
+            warmup_epochs (int): Maximum number of iterations for linear warmup
+            max_epochs (int): Maximum number of iterations
+            warmup_start_lr (float): Learning rate to start the linear warmup. Default: 0.
+            eta_min (float): Minimum learning rate. Default: 0.
+            last_epoch (int): The index of last epoch. Default: -1.
+        """
         self.warmup_epochs = warmup_epochs
         self.max_epochs = max_epochs
         self.warmup_start_lr = warmup_start_lr
         self.eta_min = eta_min
-        super().__init__(optimizer, last_epoch)
+
+        super(LinearWarmupCosineAnnealingLR, self).__init__(optimizer, last_epoch)
 
     def _lr_at(self, base_lr, step):
         if step < self.warmup_epochs:

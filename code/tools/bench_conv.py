@@ -82,8 +82,12 @@ def swap_convs(model):
     """Replace every nn.Conv2d in ``model`` (in place) by a CustomConv2d with the same weights."""
     for name, child in model.named_children():
         if isinstance(child, nn.Conv2d):
-            custom = CustomConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride[0],
-                                  child.padding[0], child.dilation, child.groups, bias=child.bias is not None)
+            square = len(set(child.kernel_size)) == len(set(child.stride)) == len(set(child.padding)) == 1
+            if not square or child.dilation != (1, 1) or child.groups != 1:
+                raise ValueError(f"{name}: CustomConv2d computes square kernels, one stride and padding, dilation 1 "
+                                 f"and groups 1, not {child}")
+            custom = CustomConv2d(child.in_channels, child.out_channels, child.kernel_size[0], child.stride[0],
+                                  child.padding[0], bias=child.bias is not None)
             custom.load_state_dict(child.state_dict())
             setattr(model, name, custom)
         else:

@@ -5,12 +5,12 @@
 
 Rows (every one ends in a (3, 128, 128) tensor for the model):
   course          the course's training chain (Scale 144, flip, colour LUT, rotate 15, sized
-                  crop, ToTensor, Normalize) built from our classes with the course's arguments,
-                  its LUT and ToTensor written plainly (the course's own files are not here)
+                  crop, ToTensor, Normalize): get_train_transforms(single_warp=False), the course's
+                  own classes (custom_transforms.py keeps them as provided)
   anchor          our pipeline before the one-warp change (Scale 160 with four interpolations,
                   flip, float colour gains, rotate, sized crop, ToTensor, Normalize)
-  warp            get_train_transforms(normalize=False): one affine warp, colour gains by one
-                  cv2.transform (equal to the LUT), uint8 out
+  warp            get_train_transforms(normalize=False): one affine warp, the course's colour
+                  gains by one cv2.transform (FastRandomColor), uint8 out
                   (what main.py's loaders run; normalization happens on the device)
   warp-float      get_train_transforms(): the same, normalized float out (the course's main.py)
   torchvision-v2  torchvision.transforms.v2 with the same ops on uint8 tensors
@@ -50,7 +50,7 @@ FLAGS = [cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC]
 CPU = torch.device("cpu")
 
 
-class FloatColor(T.RandomColor):
+class FloatColor(T.FastRandomColor):
     """The anchor's colour step: per-channel gains 1 + U(-r, r) through a float image."""
 
     def __call__(self, img):
@@ -58,17 +58,8 @@ class FloatColor(T.RandomColor):
         return np.clip(img.astype(np.float32) * gains, 0, 255).astype(np.uint8)  # (H, W, 3) * (3,)
 
 
-class LutColor(T.RandomColor):
-    """The course's colour step: per-channel gains 1 + U(-r, r) through a (256, 1, 3) lookup table."""
-
-    def __call__(self, img):
-        gains = self.gains().astype(np.float32)  # (3,)
-        table = cv2.convertScaleAbs(np.arange(256, dtype=np.float32)[:, None] * gains)  # (256, 1) * (3,) -> (256, 3)
-        return cv2.LUT(img, table.reshape(256, 1, 3))
-
-
 class TransposeToTensor:
-    """ToTensor as the course's chain and our earlier pipeline ran it: a transposing numpy copy
+    """ToTensor as our earlier pipeline ran it: a transposing numpy copy
     to (3, H, W), then float in [0, 1]."""
 
     def __call__(self, img):
@@ -87,11 +78,6 @@ class TensorGain(torch.nn.Module):
         return (x * gains).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def course_pipeline():
-    return T.Compose([T.Scale(144, FLAGS), T.RandomHorizontalFlip(), LutColor(0.15), T.RandomRotate(15, FLAGS),
-                      T.RandomSizedCrop(128, FLAGS), TransposeToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
 def anchor_pipeline():
     return T.Compose([T.Scale(160, FLAGS + [cv2.INTER_AREA]), T.RandomHorizontalFlip(), FloatColor(0.15),
                       T.RandomRotate(15, FLAGS), T.RandomSizedCrop(128, FLAGS + [cv2.INTER_AREA],
@@ -105,7 +91,7 @@ def torchvision_pipeline():
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-PIPELINES = {"course": course_pipeline, "anchor": anchor_pipeline,
+PIPELINES = {"course": lambda: get_train_transforms(single_warp=False), "anchor": anchor_pipeline,
              "warp": lambda: get_train_transforms(normalize=False), "warp-float": get_train_transforms,
              "torchvision-v2": torchvision_pipeline}
 
@@ -249,8 +235,9 @@ def table(rates, args, is_demo):
             if any(c != "-" for c in cells):
                 label = "constant image, transfer only" if name == "constant" else f"{name}, {mode}"
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "The course row is a stand-in built from our classes with the course's arguments (the course's "
-              "own helper files are not in this repository). The constant-image row is what the DataLoader's "
+    lines += ["", "The course row is the course's own chain: get_train_transforms(single_warp=False), on the "
+              "course's classes (custom_transforms.py keeps them as provided). The constant-image row is what the "
+              "DataLoader's "
               "worker processes and batch transfer alone deliver on this machine.",
               "", f"Targets: warp >= 5x the course per core on decoded images (measured "
               f"{target(rates, ('warp', 'decoded'), ('course', 'decoded'))}); the cached loader path >= 8x the "

@@ -1215,12 +1215,50 @@ def gen_adv_results(ctx):
     return per_scale(ctx, lambda scale: [*adv_results(ctx, scale), *findings_adv(ctx, scale)])
 
 
+def gen_provided_changes(ctx):
+    """Block 'provided-changes': each provided class, function, method or file we changed or removed
+    (code/tools/provided_changes.py) with its reason (writeup/provided_changes.md), what we added to
+    each provided file, and main.py's flags beyond the course's (explained by its --help); lists
+    rather than tables, so that no name is broken across a cell's lines. Raises ValueError when a
+    changed name has no reason or a reason names nothing that changed."""
+    import ast as ast_
+    import main
+    from tools.provided_changes import RELEASE_DIR, provided_changes, provided_files, read_reasons
+
+    changes, reasons = list(provided_changes()), read_reasons()
+    changed = {c.key for c in changes if c.kind != "added"}
+    if changed != set(reasons):
+        raise ValueError(f"writeup/provided_changes.md: no reason for {sorted(changed - set(reasons))}, "
+                         f"a reason for what did not change: {sorted(set(reasons) - changed)}")
+    text = ["What we changed or removed of the course's release, and why: `code/tools/provided_changes.py` lists it by "
+            "comparing syntax trees with the release (kept in `code/tools/tests/course_release/`), so formatting and "
+            "comments do not count; `module.C.m` is a method, `module.C` the rest of its class; the reasons are "
+            "`writeup/provided_changes.md`. All else is as provided, `CustomConv2d` token for token. SimpleViT, the "
+            "graded model, runs `Attention`'s formula; only the improved ViT opts in to PyTorch's fused "
+            "`F.scaled_dot_product_attention`, and a test checks that both agree."]
+    with open(os.path.join(RELEASE_DIR, "code", "main.py"), encoding="utf-8") as f:
+        course_flags = {arg.value for node in ast_.walk(ast_.parse(f.read()))
+                        if isinstance(node, ast_.Call) and getattr(node.func, "attr", "") == "add_argument"
+                        for arg in node.args if isinstance(arg, ast_.Constant)}
+    files = provided_files()
+    unchanged = [f"`{f}`" for f in files if not any(c.file == f and c.kind != "added" for c in changes)]
+    text.append("\n".join(f"- `{c.key}`: {reasons[c.key]}" for c in changes if c.kind != "added"))
+    text.append(f"Nothing changed, at most added to: {', '.join(unchanged)}. Added to each provided file:")
+    text.append("\n".join(f"- `{f}`: {', '.join(f'`{c.name}`' for c in changes if c.file == f and c.kind == 'added')}"
+                          for f in files if any(c.file == f and c.kind == "added" for c in changes)))
+    flags = [o for a in main.get_args_parser()._actions for o in a.option_strings if o not in course_flags
+             and a.help != "show this help message and exit"]
+    text.append(f"main.py's flags beyond the course's, each explained by `python main.py --help`: "
+                f"{', '.join(f'`{o}`' for o in flags)}.")
+    return "\n\n".join(text)
+
+
 GENERATORS = {
     "setting": gen_setting, "conv-results": gen_conv_results, "cnn-design": gen_cnn_design,
     "cnn-scheme": gen_cnn_scheme, "cnn-results": gen_cnn_results, "eval-results": gen_eval_results,
     "vit-design": gen_vit_design, "vit-scheme": gen_vit_scheme, "vit-results": gen_vit_results,
     "pgd-design": gen_pgd_design, "pgd-results": gen_pgd_results, "adv-design": gen_adv_design,
-    "adv-results": gen_adv_results, "provenance": gen_provenance, "contributions": gen_contributions,
+    "adv-results": gen_adv_results, "provenance": gen_provenance, "contributions": gen_contributions, "provided-changes": gen_provided_changes,
 }
 
 

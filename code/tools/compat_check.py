@@ -128,6 +128,8 @@ def check_version(torch_version, requirements, venv_root, code_dir, base_python)
     for name, argv in check_commands(venv_python(venv)):
         print(f"  {name} ...", flush=True)
         status, output = run(argv, cwd=code_dir)
+        if name == "test_conv.py" and "testing failed" in output:
+            status = 1  # the course's test_conv.py prints its verdicts and exits 0 either way
         row["results"][name] = last_line(output) if status else None
     return row
 

@@ -20,11 +20,11 @@ import argparse
 import os
 import sys
 
+import cv2
 import numpy as np
 
-from utils import save_image
-
 DEMO_MARKER = "DEMO_DATASET.txt"
+JPEG_QUALITY = 90
 IMG_SIZE = 128
 CATEGORY_NAMES = [
     "abbey", "airport_terminal", "amphitheater", "amusement_park", "aquarium", "aqueduct", "arch",
@@ -45,6 +45,13 @@ CATEGORY_NAMES = [
 ]
 assert len(CATEGORY_NAMES) == 100
 
+
+
+def save_jpeg(path, img):
+    """Write an RGB array (H, W, 3) uint8 as a JPEG of quality JPEG_QUALITY; OSError on failure."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(path, bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        raise OSError(f"cannot write image {path}")
 
 def class_folder(label):
     """Relative class folder of ``label``, e.g. 'c/church/outdoor' (two levels) or 'a/abbey'."""
@@ -123,13 +130,13 @@ def make_demo_dataset(out_dir, num_classes=10, train_per_class=100, val_per_clas
         os.makedirs(folder, exist_ok=True)
         for i in range(train_per_class):
             rel = f"train/{class_folder(lab)}/{i + 1:08d}.jpg"
-            save_image(os.path.join(out_dir, "images", rel), render(recipes[lab], rng))
+            save_jpeg(os.path.join(out_dir, "images", rel), render(recipes[lab], rng))
             train_lines.append(f"{rel} {lab}")
     os.makedirs(os.path.join(out_dir, "images", "val"), exist_ok=True)
     val_items = [lab for lab in labels for _ in range(val_per_class)]
     for i, lab in enumerate(rng.permutation(val_items).tolist()):
         rel = f"val/{i + 1:08d}.jpg"
-        save_image(os.path.join(out_dir, "images", rel), render(recipes[lab], rng))
+        save_jpeg(os.path.join(out_dir, "images", rel), render(recipes[lab], rng))
         val_lines.append(f"{rel} {lab}")
     with open(os.path.join(out_dir, "train.txt"), "w") as f:
         f.write("\n".join(train_lines) + "\n")

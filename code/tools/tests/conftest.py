@@ -12,6 +12,8 @@ from tools import REPO_DIR
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+collect_ignore = ["course_release"]  # the course's files, test data: its test_conv.py is no test of this suite
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; bash gpu_check.sh runs them)")

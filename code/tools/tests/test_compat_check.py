@@ -99,6 +99,19 @@ def test_a_failing_check_is_a_fail_row_with_its_last_line_and_exit_status_1(tmp_
         "the table names the code as it was when the checks began"
 
 
+def test_the_courses_test_conv_printing_failed_is_a_fail_although_it_exits_0(tmp_path, monkeypatch):
+    printed = "Check Fprop ...\nFprop testing failed\nCheck Bprop ...\nBprop testing passed\nAll passed! End of testing.\n"
+
+    class ExitsZero(FakeRunner):
+        def __call__(self, argv, cwd=None, timeout=None):
+            return (0, printed) if "test_conv.py" in argv else super().__call__(argv, cwd, timeout)
+
+    monkeypatch.setattr(compat_check, "run", ExitsZero())
+    out = tmp_path / "compat.md"
+    assert compat_check.main(["--venv-root", str(tmp_path / "venvs"), "--out", str(out), "--versions", "2.0.1"]) == 1
+    assert table_rows(out)["2.0.1"][4:7] == ["**fail**", "pass", "pass"]
+
+
 def test_all_checks_passing_is_exit_status_0_and_an_existing_venv_is_reused(tmp_path, monkeypatch):
     runner = FakeRunner()
     monkeypatch.setattr(compat_check, "run", runner)

@@ -107,6 +107,7 @@ def test_train_transforms_shapes_and_randomness(demo_data):
 
 
 def test_transform_pieces():
+    """The course's transforms as student_code.py uses them."""
     img = np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)
     assert T.Scale(50, interpolations=None)(img).shape == (50, 75, 3)
     assert T.CenterCrop(40)(img).shape == (40, 40, 3)
@@ -114,16 +115,10 @@ def test_transform_pieces():
     random.seed(1)
     rot = T.RandomRotate(15, interpolations=None)(img)
     assert rot.shape[0] <= 100 and rot.shape[1] <= 150 and rot.dtype == np.uint8
-    flipped = T.RandomHorizontalFlip(p=1.0)(img)
-    assert np.array_equal(flipped, img[:, ::-1])
     x = T.ToTensor()(img)
     assert x.shape == (3, 100, 150) and float(x.max()) <= 1.0
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
     assert torch.allclose(T.Denormalize(mean, std)(T.Normalize(mean, std)(x.clone())), x, atol=1e-6)
-    with pytest.raises(ValueError, match="larger than the image"):
-        T.CenterCrop(200)(img)
-    with pytest.raises(ValueError, match="unknown interpolation"):
-        T.Scale(10, interpolations=["lanczos9"])
 
 
 def test_save_and_load_image_round_trip(tmp_path):

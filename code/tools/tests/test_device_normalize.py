@@ -57,7 +57,7 @@ def test_uint8_batches_are_channels_last_and_equal_the_default_collate():
     assert torch.equal(collate_uint8(floats)[0], default_collate(floats)[0]), "other items: the default collate"
 
 
-@pytest.mark.parametrize("augment, expected", [("warp", "RandomWarpCrop"), ("chain", "RandomRotate")])
+@pytest.mark.parametrize("augment, expected", [("warp", "RandomWarpCrop"), ("chain", "Random Rotation")])
 def test_augment_flag_picks_the_pipeline(demo_data, tmp_path, augment, expected):
     args = args_for(demo_data, tmp_path, "--augment", augment)
     args.rank, args.world_size = 0, 1

@@ -349,16 +349,12 @@ def tile(grid, index, n_per_row, size, pad=2):
     return grid[:, top:top + size, left:left + size]
 
 
-def test_vis_grid_shows_denormalized_photos():
+def test_vis_grid_is_the_courses_mosaic():
     pixels = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     grid = vis_grid(normalize(pixels), n_rows=2)
     assert default_visfunction is vis_grid
     assert grid.shape == (3, 2 + 3 * 10, 2 + 2 * 10)  # 3 rows of 2 images, 2-pixel padding
-    assert grid.min() >= 0 and grid.max() <= 1
-    for i in range(5):
-        torch.testing.assert_close(tile(grid, i, 2, 8), pixels[i], atol=1e-6, rtol=0)
-    with pytest.raises(ValueError):
-        vis_grid(normalize(pixels), n_rows=0)
+    assert grid.min() >= 0 and grid.max() <= 1, "stretched to [0, 1] by make_grid(normalize=True)"
 
 
 def test_vis_adversarial_returns_photos_and_an_amplified_difference():

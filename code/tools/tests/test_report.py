@@ -488,21 +488,20 @@ def test_every_flag_the_course_lacks_is_declared_with_its_reason():
     section = changes_section()
     ours = {opt for action in driver.get_args_parser()._actions for opt in action.option_strings}
     assert COURSE_FLAGS - {"-h", "--help"} <= ours, "main.py keeps the course's flags"
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| change")]
-    declared = {flag for row in rows for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", row.split(" | ")[0])}
+    items = [line[2:].split(": ", 1) for line in section.splitlines() if line.startswith("- ")]  # "- name: reason"
+    declared = set(re.findall(r"`(--?[a-z][a-z0-9-]*)`", section))
     undeclared = sorted(ours - COURSE_FLAGS - declared)
     assert not undeclared, f"main.py flags missing from 'Changes to the provided code': {undeclared}"
-    assert all(len(row.strip("|").split(" | ")) >= 2 and row.rstrip().endswith("|") and row.split(" | ")[-1].strip(" |")
-               for row in rows), "each change has a reason"
+    assert items and all(len(item) == 2 and item[1].strip() for item in items), "each change has a reason"
 
 
 def test_the_course_bugs_and_every_helper_file_are_declared():
     section = changes_section()
     assert "torch.cuda.synchronize()" in section and "on a CPU" in section
     assert "--use-custom-conv" in section and "UnboundLocalError: model_arch" in section
-    rows = {line.split(" | ")[0].strip("| ") for line in section.splitlines() if line.startswith("| ")}
     for file in HELPER_FILES:
-        assert file in rows, f"{file} has no line in 'Changes to the provided code'"
+        assert f"`code/{file}`" in section or f"- `{file[:-3]}." in section, \
+            f"{file} is not named in 'Changes to the provided code'"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import custom_transforms as T
-from student_code import get_train_transforms
+from student_code import get_train_transforms, get_val_transforms
 
 DRAWS = 4000
 
@@ -24,7 +24,7 @@ def warp_of(pipeline):
 
 
 def color_of(pipeline):
-    return next(t for t in pipeline.transforms if isinstance(t, T.RandomColor))
+    return next(t for t in pipeline.transforms if isinstance(t, T.FastRandomColor))
 
 
 def corners(warp, params):
@@ -106,17 +106,43 @@ def test_color_gains_stay_within_fifteen_percent():
     assert color(bright).max() <= 255, "clipped, not wrapped"
 
 
-def test_color_equals_the_lookup_table_on_every_level():
-    """round(level * gain) clipped to [0, 255] for each of the 256 levels in each channel, at gains
-    drawn over and beyond the range (the course's lookup table, exactly)."""
-    color = T.RandomColor(0.15)
+def test_fast_colour_is_the_courses_random_color_to_within_a_level():
+    """FastRandomColor draws the course's gains in the course's order and applies them within one
+    level of the course's lookup table (which truncates where it rounds), clipped to [0, 255]."""
     img = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(16, 16, 3)  # every level in every channel
-    rng = np.random.default_rng(0)
-    for gains in rng.uniform(0.5, 1.5, (300, 3)):
-        color.gains = lambda gains=gains: gains
-        levels = np.arange(256, dtype=np.float32)[:, None]  # (256, 1)
-        table = np.clip(np.rint(levels * gains.astype(np.float32)), 0, 255)  # (256, 1) * (3,) -> (256, 3)
-        np.testing.assert_array_equal(color(img), table.astype(np.uint8)[img, np.arange(3)])
+    fast, course = T.FastRandomColor(0.15), T.RandomColor(0.15)
+    for seed in range(50):
+        random.seed(seed)
+        a = fast(img).astype(int)
+        random.seed(seed)
+        b = course(img).astype(int)
+        assert 0 <= (a - b).min() and (a - b).max() <= 1, f"seed {seed}"
+    bright = np.full((1, 1, 3), 250, dtype=np.uint8)
+    assert all(fast(bright).max() <= 255 for _ in range(20)), "clipped, not wrapped"
+
+
+def test_train_pipelines_are_the_warp_or_the_courses_chain():
+    pipeline = get_train_transforms()
+    assert [type(t) for t in pipeline.transforms] == [T.RandomWarpCrop, T.FastRandomColor, T.ToTensor, T.Normalize]
+    assert color_of(pipeline).color_range == 0.15
+    chain = get_train_transforms(single_warp=False)
+    assert [type(t) for t in chain.transforms] == [T.Scale, T.RandomHorizontalFlip, T.RandomColor, T.RandomRotate,
+                                                   T.RandomSizedCrop, T.ToTensor, T.Normalize]
+    assert chain.transforms[0].size == 144, "the course's chain, as the course wrote it"
+
+
+def test_validation_scale_is_nearer_the_training_object_size_than_the_courses():
+    """Training shows objects magnified by 128 / sqrt(crop area); validation by Scale / 128. The
+    median training magnification lies nearer get_val_transforms' 160 / 128 than the course's
+    144 / 128 (on a log scale): the reason for Scale(160)."""
+    warp = warp_of(get_train_transforms())
+    random.seed(3)
+    zooms = [128 / math.sqrt(d["crop_w"] * d["crop_h"]) for d in (warp.sample(128, 128) for _ in range(DRAWS))]
+    median = float(np.median(zooms))
+    scale = next(t for t in get_val_transforms().transforms if isinstance(t, T.Scale)).size
+    assert 1.3 < median < 1.6, f"median training magnification {median:.3f}"
+    assert abs(math.log(scale / 128 / median)) < abs(math.log(144 / 128 / median)), \
+        f"Scale({scale}) shows objects at {scale / 128:.3f}, training at a median {median:.3f}"
 
 
 def test_same_seed_same_image_other_seed_other_image():
