@@ -29,6 +29,7 @@ from tools.benchmarking import cpu_model
 
 SMOKE = "tools.compat_smoke"  # run as a module from the code folder, so it imports that folder's code
 STARTER_TESTS = "tools/tests/test_starter_interface.py"
+CONV_TESTS = "tools/tests/test_conv_checks.py"  # the course's test_conv.py beside our helpers and beside the course's
 PIN_PACKAGES = ("torch", "torchvision", "numpy", "opencv-python-headless", "pytest")
 OLD_TORCH = {  # torch 2.0 predates numpy 2 (and opencv >= 4.11 needs it); 2.4 takes pip's newest numpy
     "2.0.1": ["torch==2.0.1", "torchvision==0.15.2", "numpy<2", "opencv-python-headless<4.11", "pytest"],
@@ -36,7 +37,7 @@ OLD_TORCH = {  # torch 2.0 predates numpy 2 (and opencv >= 4.11 needs it); 2.4 t
 }
 VERSIONS_SCRIPT = ("import sys, numpy, torch, torchvision; "
                    "print(torch.__version__, torchvision.__version__, numpy.__version__, sys.version.split()[0])")
-CHECKS = ("test_conv.py", "starter interface", "smoke training")
+CHECKS = ("test_conv.py", "conv checks, both helper sets", "starter interface", "smoke training")
 # A folder path from the root, as in a traceback's file name: a table cell keeps only what follows it
 ABSOLUTE_FOLDER = re.compile(r"(?<![\w.~/:-])/(?:[\w.+-]+/)+")
 CHECK_TIMEOUT_S = 1200
@@ -105,6 +106,7 @@ def check_commands(python):
     """[(check name, argv)] run from the code folder with the venv's ``python``."""
     return [
         ("test_conv.py", [python, "test_conv.py"]),
+        ("conv checks, both helper sets", [python, "-m", "pytest", CONV_TESTS, "-q", "-p", "no:cacheprovider"]),
         ("starter interface", [python, "-m", "pytest", STARTER_TESTS, "-q", "-p", "no:cacheprovider"]),
         ("smoke training", [python, "-m", SMOKE]),
     ]
@@ -159,9 +161,10 @@ def table(rows, code, hardware, date):
         "# Every PyTorch from 2.0 to the pin",
         "",
         f"Made by `python -m tools.compat_check` (from `code/`) on {date}: one virtual environment per",
-        f"PyTorch, each running `test_conv.py`, `{STARTER_TESTS}` and",
-        "`tools/compat_smoke.py` (2 SGD steps of SimpleNet, the improved CNN with nn.Conv2d and with",
-        "CustomConv2d and the ViT, and a PGD attack).",
+        f"PyTorch, each running `test_conv.py`, `{CONV_TESTS}` (the course's `test_conv.py` beside",
+        f"our helper files and beside the course's own, and our conv checks), `{STARTER_TESTS}`",
+        "(`student_code.py` beside the course's helper files) and `tools/compat_smoke.py` (2 SGD steps of",
+        "SimpleNet, the improved CNN with nn.Conv2d and with CustomConv2d and the ViT, and a PGD attack).",
         "",
         f"- Code: {code}.",
         "- Data: synthetic (a generated demo set of 4 classes in the smoke training; random tensors in",
@@ -201,7 +204,7 @@ def parse_args(argv, versions):
     if unknown:
         parser.exit(2, f"compat_check.py: error: unknown torch version {', '.join(unknown)}; "
                        f"choose from {', '.join(versions)}\n")
-    for needed in ("test_conv.py", STARTER_TESTS, SMOKE.replace(".", "/") + ".py"):
+    for needed in ("test_conv.py", CONV_TESTS, STARTER_TESTS, SMOKE.replace(".", "/") + ".py"):
         if not os.path.isfile(os.path.join(args.code_dir, needed)):
             parser.exit(2, f"compat_check.py: error: --code-dir {args.code_dir} holds no {needed}\n")
     args.code_dir = os.path.abspath(args.code_dir)

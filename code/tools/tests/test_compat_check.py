@@ -60,8 +60,11 @@ def test_check_commands_run_the_three_checks_with_the_venvs_python():
     assert commands["test_conv.py"] == ["/v/bin/python", "test_conv.py"]
     assert commands["starter interface"] == ["/v/bin/python", "-m", "pytest", "tools/tests/test_starter_interface.py",
                                              "-q", "-p", "no:cacheprovider"]
+    assert commands["conv checks, both helper sets"] == ["/v/bin/python", "-m", "pytest", "tools/tests/test_conv_checks.py",
+                                                         "-q", "-p", "no:cacheprovider"]
     assert commands["smoke training"] == ["/v/bin/python", "-m", "tools.compat_smoke"]
-    for path in ("test_conv.py", "tools/tests/test_starter_interface.py", "tools/compat_smoke.py"):
+    for path in ("test_conv.py", "tools/tests/test_conv_checks.py", "tools/tests/test_starter_interface.py",
+                 "tools/compat_smoke.py"):
         assert os.path.isfile(os.path.join(CODE_DIR, path)), "each runs from the code folder"
 
 
@@ -89,9 +92,9 @@ def test_a_failing_check_is_a_fail_row_with_its_last_line_and_exit_status_1(tmp_
                                 "--versions", "2.0.1", "2.4.1"])
     assert status == 1
     rows = table_rows(out)
-    assert rows["2.0.1"][1:] == ["0.x", "1.26.4", "3.11.7", "**fail**", "pass", "pass",
+    assert rows["2.0.1"][1:] == ["0.x", "1.26.4", "3.11.7", "**fail**", "pass", "pass", "pass",
                                  f"test_conv.py: {TORCH_2_0_ERROR}"]
-    assert rows["2.4.1"][4:] == ["pass", "pass", "pass", ""]
+    assert rows["2.4.1"][4:] == ["pass", "pass", "pass", "pass", ""]
     report = out.read_text()
     assert "branch compat at commit abc1234." in report and "CPU only" in report
     first = {argv[0]: i for i, argv in reversed(list(enumerate(runner.calls)))}
@@ -109,7 +112,7 @@ def test_the_courses_test_conv_printing_failed_is_a_fail_although_it_exits_0(tmp
     monkeypatch.setattr(compat_check, "run", ExitsZero())
     out = tmp_path / "compat.md"
     assert compat_check.main(["--venv-root", str(tmp_path / "venvs"), "--out", str(out), "--versions", "2.0.1"]) == 1
-    assert table_rows(out)["2.0.1"][4:7] == ["**fail**", "pass", "pass"]
+    assert table_rows(out)["2.0.1"][4:8] == ["**fail**", "pass", "pass", "pass"]
 
 
 def test_all_checks_passing_is_exit_status_0_and_an_existing_venv_is_reused(tmp_path, monkeypatch):
@@ -123,7 +126,7 @@ def test_all_checks_passing_is_exit_status_0_and_an_existing_venv_is_reused(tmp_
     assert venv_calls == [[compat_check.sys.executable, "-m", "venv", str(venv_root / "torch-2.4.1")]]
     pip_calls = [argv[5:] for argv in runner.calls if argv[1:4] == ["-m", "pip", "install"]]
     assert pip_calls == [compat_check.OLD_TORCH["2.4.1"]] * 2
-    assert table_rows(tmp_path / "compat.md")["2.4.1"][4:] == ["pass", "pass", "pass", ""]
+    assert table_rows(tmp_path / "compat.md")["2.4.1"][4:] == ["pass", "pass", "pass", "pass", ""]
 
 
 @pytest.mark.parametrize("word, step, error", [
@@ -135,7 +138,7 @@ def test_a_broken_venv_fails_every_check_of_its_row(word, step, error, tmp_path,
     monkeypatch.setattr(compat_check, "run", runner)
     out = tmp_path / "compat.md"
     assert compat_check.main(["--venv-root", str(tmp_path), "--out", str(out), "--versions", "2.0.1"]) == 1
-    assert table_rows(out)["2.0.1"][1:] == ["?", "?", "?", "**fail**", "**fail**", "**fail**",
+    assert table_rows(out)["2.0.1"][1:] == ["?", "?", "?", "**fail**", "**fail**", "**fail**", "**fail**",
                                             f"{', '.join(compat_check.CHECKS)}: {step}: {error}"]
     assert not any("test_conv.py" in argv for argv in runner.calls)
 
@@ -143,7 +146,8 @@ def test_a_broken_venv_fails_every_check_of_its_row(word, step, error, tmp_path,
 def test_a_failure_cannot_break_the_table_or_leak_an_absolute_path():
     failure = "FileNotFoundError: '/t/pytest-of-me/demo_data0/train.txt' | a/b.py | /h/me/x"
     row = {"torch": "2.0.1", "torchvision": "0.15.2", "numpy": "1.26.4", "python": "3.11.7",
-           "results": {"test_conv.py": failure, "starter interface": None, "smoke training": None}}
+           "results": {"test_conv.py": failure, "conv checks, both helper sets": None, "starter interface": None,
+                       "smoke training": None}}
     line = compat_check.table([row], "code", "cpu", "today").splitlines()[-1]
     assert line.count(" | ") == 4 + len(compat_check.CHECKS)
     assert line.endswith("| test_conv.py: FileNotFoundError: '.../train.txt' \\| a/b.py \\| .../x |")
@@ -177,6 +181,8 @@ def test_the_checks_run_in_the_code_dir_and_import_its_code(tmp_path, monkeypatc
         "tools/tests/__init__.py": "",
         "tools/tests/test_starter_interface.py": "import student_code\n\n\ndef test_here():\n"
                                                 "    assert student_code.WHERE == 'other checkout'\n",
+        "tools/tests/test_conv_checks.py": "import student_code\n\n\ndef test_here():\n"
+                                           "    assert student_code.WHERE == 'other checkout'\n",
     }.items():
         (code / rel).parent.mkdir(parents=True, exist_ok=True)
         (code / rel).write_text(text)
@@ -193,5 +199,5 @@ def test_the_checks_run_in_the_code_dir_and_import_its_code(tmp_path, monkeypatc
     out = tmp_path / "compat.md"
     assert compat_check.main(["--venv-root", str(tmp_path / "venvs"), "--out", str(out), "--versions", "2.0.1",
                               "--code-dir", str(code)]) == 1
-    assert table_rows(out)["2.0.1"][4:] == ["pass", "pass", "**fail**",
+    assert table_rows(out)["2.0.1"][4:] == ["pass", "pass", "pass", "**fail**",
                                             "smoke training: smoke: FAILED in other checkout"]
