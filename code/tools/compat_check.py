@@ -11,6 +11,7 @@ requirements runs every time and does nothing while they are satisfied.
 In each venv, from the code folder (``--code-dir``: a code/ folder of this repository, default
 the one holding tools/), it runs
   test_conv.py        python test_conv.py                                  (the autograder's check)
+  conv checks         python -m pytest tools/tests/test_conv_checks.py ...  (test_conv.py beside both helper sets)
   starter interface   python -m pytest tools/tests/test_starter_interface.py -q -p no:cacheprovider
   smoke training      python -m tools.compat_smoke                         (SimpleNet, CNNs, ViT, PGD)
 and writes one table row per version: torch, torchvision, numpy and Python as installed, each
