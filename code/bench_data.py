@@ -20,14 +20,19 @@ datasets run in DataLoaders of 1, 2, 4 workers (images/s over whole passes after
 batch), beside a dataset of one constant image that measures the worker processes and batch
 transfer alone. Rounds alternate between rows: a row's rate is its median round, its ratio to
 ``course`` (with decode for the decode and DataLoader rows) the median of the two rows' ratios
-within each round. The table goes to ../results/data_pipeline.md.
+within each round. The cost of the image check (decoded_cache.load_checked_image, which reads
+every JPEG that main.py decodes) is measured the same way against ``load_image`` alone: per
+core with and without the warp pipeline, and as the build of the train split's decoded cache
+in one process. The table goes to ../results/data_pipeline.md.
 """
 import argparse
 import os
 import random
 import statistics
 import sys
+import tempfile
 import time
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -38,8 +43,9 @@ from torchvision.transforms import v2
 
 import custom_transforms as T
 from benchmarking import command_line, cpu_model, time_ms
+import decoded_cache
 from custom_dataloader import MiniPlacesLoader, collate_uint8
-from decoded_cache import with_decoded_cache
+from decoded_cache import CheckedImages, build_cache, image_file_problem, load_checked_image, with_decoded_cache
 from make_demo_data import DEMO_MARKER, make_demo_dataset
 from student_code import IMAGENET_MEAN, IMAGENET_STD, get_train_transforms
 from utils import load_image
@@ -167,6 +173,19 @@ class ConstantImages(Dataset):
         return self.image.permute(2, 0, 1), 0  # (3, 128, 128) view of (128, 128, 3)
 
 
+def build_rate(files, cache_dir, load):
+    """Images/s of building the decoded cache of ``files`` ([(relative path, path)]) in this
+    process, each image read by ``load``: main.py's checked reader, or ``load_image`` alone (the
+    build before the check)."""
+    path = decoded_cache.cache_path(cache_dir, "bench")
+    with mock.patch.object(decoded_cache, "load_checked_image", load):
+        start = time.perf_counter()
+        build_cache(files, path, "bench")
+        seconds = time.perf_counter() - start
+    os.remove(path)
+    return len(files) / seconds
+
+
 def measure(args):
     """{(row, mode): images/s}, per core the median of ``args.rounds`` alternating rounds; ``decoded``
     runs the transforms on decoded images, ``decode`` and ``cached`` read items from the
@@ -187,6 +206,9 @@ def measure(args):
             rows[(name, "cached")] = (indices, cached_set.__getitem__)
         rows[(name, "decode")] = (indices, decode_set.__getitem__)
     rows[("decode only", "decode")] = (paths, load_image)
+    rows[("decode only", "checked")] = (paths, load_checked_image)
+    rows[("check only", "checked")] = ([open(p, "rb").read() for p in paths], image_file_problem)
+    rows[("warp", "checked")] = (indices, CheckedImages(sets["warp"][0]).__getitem__)
     first = [("course", "decoded"), ("warp", "decoded"), ("course", "decode"), ("warp", "cached")]
     rows = {key: rows[key] for key in first + [key for key in rows if key not in first]}  # targets back to back
     rates = {}
@@ -194,6 +216,12 @@ def measure(args):
         for key, (items, fn) in rows.items():
             random.seed(0)
             rates.setdefault(key, []).append(per_core(items, fn))
+    files = [(rel, os.path.join(args.data, "images", rel)) for rel, _ in probe.file_label_list]
+    builds = [("unchecked", load_image), ("checked", load_checked_image)]
+    with tempfile.TemporaryDirectory(dir=args.cache_dir) as build_dir:
+        for r in range(args.rounds):
+            for mode, load in builds if r % 2 == 0 else builds[::-1]:  # alternating which goes first
+                rates.setdefault(("cache build", mode), []).append(build_rate(files, build_dir, load))
     loaders = [("constant", "items", ConstantImages(len(probe)))]
     for name in ("course", "warp", "torchvision-v2"):
         loaders += [(name, mode, dataset) for mode, dataset in zip(("decode", "cached"), sets[name]) if dataset]
@@ -214,6 +242,13 @@ def target(rates, key, ref):
     """The ratio of ``key`` to ``ref`` with the range of its rounds, e.g. '8.40x; rounds 7.10x to 9.90x'."""
     rounds = [a / b for a, b in zip(rates[key], rates[ref])]
     return f"{ratio(rates, key, ref):.2f}x; rounds {min(rounds):.2f}x to {max(rounds):.2f}x"
+
+
+def check_cost(rates, checked, unchecked):
+    """'+x.x% (rounds a% to b%)': how much longer the rows ``checked`` take than ``unchecked``,
+    the median over rounds of the ratio of their rates within a round."""
+    rounds = [100.0 * (a / b - 1.0) for a, b in zip(rates[unchecked], rates[checked])]
+    return f"{statistics.median(rounds):+.1f}% (rounds {min(rounds):+.1f}% to {max(rounds):+.1f}%)"
 
 
 def cell(rates, key, ref):
@@ -249,6 +284,24 @@ def table(rates, args, is_demo):
             if any(c != "-" for c in cells):
                 label = "constant image, transfer only" if name == "constant" else f"{name}, {mode}"
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    def rate(key):
+        return f"{statistics.median(rates[key]):,.0f}"
+
+    def micros(key):
+        return 1e6 / statistics.median(rates[key])
+
+    lines += ["", "## The image check, images/s: before (load_image alone) and after (main.py's checked read)", "",
+              "| step | before | after | time added by the check |", "|---|---|---|---|",
+              f"| JPEG decode, one core | {rate(('decode only', 'decode'))} | {rate(('decode only', 'checked'))} | "
+              f"{check_cost(rates, ('decode only', 'checked'), ('decode only', 'decode'))} |",
+              f"| warp with JPEG decode, one core | {rate(('warp', 'decode'))} | {rate(('warp', 'checked'))} | "
+              f"{check_cost(rates, ('warp', 'checked'), ('warp', 'decode'))} |",
+              f"| decoded-cache build of the train split ({len(MiniPlacesLoader(args.data, split='train'))} images, "
+              f"one process) | {rate(('cache build', 'unchecked'))} | {rate(('cache build', 'checked'))} | "
+              f"{check_cost(rates, ('cache build', 'checked'), ('cache build', 'unchecked'))} |", "",
+              f"The check alone, on a file's bytes in memory: {micros(('check only', 'checked')):.1f} us per image, "
+              f"against {micros(('decode only', 'decode')):.0f} us for its decode (medians). The checked read passes the bytes it read to the same decoder (cv2.imdecode), so "
+              "the file is read once."]
     lines += ["", "The course row is a stand-in built from our classes with the course's arguments (the course's "
               "own helper files are not in this repository). The constant-image row is what the DataLoader's "
               "worker processes and batch transfer alone deliver on this machine.",
