@@ -21,7 +21,8 @@ batch), beside a dataset of one constant image that measures the worker processe
 transfer alone. Rounds alternate between rows: a row's rate is its median round, its ratio to
 ``course`` (with decode for the decode and DataLoader rows) the median of the two rows' ratios
 within each round. The cost of the image check (decoded_cache.load_checked_image, which reads
-every JPEG that main.py decodes) is measured the same way against ``load_image`` alone: per
+every JPEG that main.py decodes) is measured against ``load_image`` alone in pairs run back to
+back in alternating order (three times the rounds, a few percent being what is measured): per
 core with and without the warp pipeline, and as the build of the train split's decoded cache
 in one process. The table goes to ../results/data_pipeline.md.
 """
@@ -206,9 +207,7 @@ def measure(args):
             rows[(name, "cached")] = (indices, cached_set.__getitem__)
         rows[(name, "decode")] = (indices, decode_set.__getitem__)
     rows[("decode only", "decode")] = (paths, load_image)
-    rows[("decode only", "checked")] = (paths, load_checked_image)
     rows[("check only", "checked")] = ([open(p, "rb").read() for p in paths], image_file_problem)
-    rows[("warp", "checked")] = (indices, CheckedImages(sets["warp"][0]).__getitem__)
     first = [("course", "decoded"), ("warp", "decoded"), ("course", "decode"), ("warp", "cached")]
     rows = {key: rows[key] for key in first + [key for key in rows if key not in first]}  # targets back to back
     rates = {}
@@ -217,11 +216,18 @@ def measure(args):
             random.seed(0)
             rates.setdefault(key, []).append(per_core(items, fn))
     files = [(rel, os.path.join(args.data, "images", rel)) for rel, _ in probe.file_label_list]
-    builds = [("unchecked", load_image), ("checked", load_checked_image)]
+    warp = sets["warp"][0]
     with tempfile.TemporaryDirectory(dir=args.cache_dir) as build_dir:
-        for r in range(args.rounds):
-            for mode, load in builds if r % 2 == 0 else builds[::-1]:  # alternating which goes first
-                rates.setdefault(("cache build", mode), []).append(build_rate(files, build_dir, load))
+        pairs = {"decode": (lambda: per_core(paths, load_image), lambda: per_core(paths, load_checked_image)),
+                 "warp": (lambda: per_core(indices, warp.__getitem__),
+                          lambda: per_core(indices, CheckedImages(warp).__getitem__)),
+                 "cache build": (lambda: build_rate(files, build_dir, load_image),
+                                 lambda: build_rate(files, build_dir, load_checked_image))}
+        for r in range(3 * args.rounds):
+            for name, (before, after) in pairs.items():
+                for mode, run in (("before", before), ("after", after))[::1 if r % 2 == 0 else -1]:
+                    random.seed(0)
+                    rates.setdefault((name, mode), []).append(run())
     loaders = [("constant", "items", ConstantImages(len(probe)))]
     for name in ("course", "warp", "torchvision-v2"):
         loaders += [(name, mode, dataset) for mode, dataset in zip(("decode", "cached"), sets[name]) if dataset]
@@ -290,18 +296,19 @@ def table(rates, args, is_demo):
     def micros(key):
         return 1e6 / statistics.median(rates[key])
 
-    lines += ["", "## The image check, images/s: before (load_image alone) and after (main.py's checked read)", "",
+    lines += ["", f"## The image check, images/s: before (load_image alone) and after (main.py's checked read), "
+              f"median of {3 * args.rounds} pairs run back to back", "",
               "| step | before | after | time added by the check |", "|---|---|---|---|",
-              f"| JPEG decode, one core | {rate(('decode only', 'decode'))} | {rate(('decode only', 'checked'))} | "
-              f"{check_cost(rates, ('decode only', 'checked'), ('decode only', 'decode'))} |",
-              f"| warp with JPEG decode, one core | {rate(('warp', 'decode'))} | {rate(('warp', 'checked'))} | "
-              f"{check_cost(rates, ('warp', 'checked'), ('warp', 'decode'))} |",
-              f"| decoded-cache build of the train split ({len(MiniPlacesLoader(args.data, split='train'))} images, "
-              f"one process) | {rate(('cache build', 'unchecked'))} | {rate(('cache build', 'checked'))} | "
-              f"{check_cost(rates, ('cache build', 'checked'), ('cache build', 'unchecked'))} |", "",
+              *(f"| {label} | {rate((name, 'before'))} | {rate((name, 'after'))} | "
+                f"{check_cost(rates, (name, 'after'), (name, 'before'))} |"
+                for name, label in (("decode", "JPEG decode, one core"),
+                                    ("warp", "warp with JPEG decode, one core"),
+                                    ("cache build", f"decoded-cache build of the train split "
+                                                    f"({len(MiniPlacesLoader(args.data, split='train'))} images, "
+                                                    "one process)"))), "",
               f"The check alone, on a file's bytes in memory: {micros(('check only', 'checked')):.1f} us per image, "
-              f"against {micros(('decode only', 'decode')):.0f} us for its decode (medians). The checked read passes the bytes it read to the same decoder (cv2.imdecode), so "
-              "the file is read once."]
+              f"against {micros(('decode only', 'decode')):.0f} us for its decode (medians). The checked read "
+              "passes the bytes it read to the same decoder (cv2.imdecode), so the file is read once."]
     lines += ["", "The course row is a stand-in built from our classes with the course's arguments (the course's "
               "own helper files are not in this repository). The constant-image row is what the DataLoader's "
               "worker processes and batch transfer alone deliver on this machine.",

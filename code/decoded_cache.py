@@ -123,11 +123,12 @@ def image_file_problem(data):
     """What makes the bytes of an image file incomplete, or None when they look whole.
 
     A JPEG needs an end-of-image marker after the start-of-scan marker of its last scan: the
-    entropy-coded data after a scan marker never holds a marker byte pair, so a file cut anywhere
-    in its image data has none there (libjpeg would decode it without an error, the missing rows
-    grey), while an embedded thumbnail's end marker comes before the image's scans. Searched from
-    the end, a whole file costs a few microseconds. A PNG needs its closing IEND chunk. Other
-    formats are left to the decoder.
+    entropy-coded data after a scan marker holds neither (each of its 0xFF bytes is followed by
+    0x00 or a restart marker), so a file cut anywhere in its image data has no end marker after
+    its last scan (libjpeg would decode it without an error, the missing rows grey), while an
+    embedded thumbnail's end marker comes before the image's scans. Searched from the end, a
+    whole file costs a few microseconds. A PNG needs its closing IEND chunk. Other formats are
+    left to the decoder.
     """
     if data[:2] == JPEG_START:
         if JPEG_SCAN not in data:
