@@ -191,10 +191,11 @@ def sigint_held():
     workers, where an interrupt that arrives inside ``os.fork``'s callbacks is printed as
     "Exception ignored" and lost, and one that reaches a half-started worker kills it. Processes
     forked inside the block keep the holding handler: DataLoader workers ignore Ctrl-C and are
-    stopped by the main process. Outside the main thread the block runs unchanged.
+    stopped by the main process. Outside the main thread, or where SIGINT is ignored, the block
+    runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield  # SIGINT ignored (a background job of a script): it stays ignored
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))

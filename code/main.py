@@ -262,7 +262,8 @@ def cli(argv=None):
         sys.exit(2)
     except ImageReadError as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]  # last line: the worker's own message
-        print(f"error: {lines[-1] if lines else e}", file=sys.stderr)
+        line = re.sub(r"^[\w.]*ImageReadError: ", "", lines[-1]) if lines else str(e)  # a worker's: the name first
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(str(e) if isinstance(e, Interrupted) else "=> interrupted before training began: nothing saved",
@@ -307,6 +308,7 @@ def train(args, device, is_demo):
     Ctrl-C at any point stops it with the line naming the last checkpoint saved and how to resume
     it; a failed write into the log folder stops it with one line (UserError) that says so too."""
     saved = args.resume or None  # the newest checkpoint on disk
+    run_folder = None
     try:
         ckpt, config = resume_config(args)
         if ckpt is not None and ckpt["epoch"] >= args.epochs:
@@ -388,7 +390,7 @@ def train(args, device, is_demo):
     except KeyboardInterrupt:
         raise Interrupted(interrupted_line(args, saved)) from None
     except LogWriteError as e:
-        raise UserError(write_error_line(e, args, saved)) from e
+        raise UserError(write_error_line(e, args, newest_saved(saved, run_folder))) from e
 
 
 def evaluate(args, device, is_demo):
@@ -1463,6 +1465,15 @@ def reconcile_best(run_folder, ckpt, checkpoint_path):
     print(f"=> {best_path} is missing or older than epoch {best_epoch}, the best that {checkpoint_path} records, "
           "whose weights are gone: the best goes on from " + (f"{best_path} (epoch {have[1]})" if have else "here"))
     return have if have is not None else (-math.inf, None)
+
+
+def newest_saved(saved, run_folder):
+    """The newer of ``saved`` (the last checkpoint saved, or None) and ``run_folder``'s
+    model_best.pth.tar, which a save that failed halfway may have written after it."""
+    best = os.path.join(run_folder, "models", "model_best.pth.tar") if run_folder else None
+    epochs = {path: saved_best(path) for path in (saved, best) if path}
+    readable = [path for path, record in epochs.items() if record is not None]
+    return max(readable, key=lambda path: epochs[path][1], default=saved)  # a tie: saved
 
 
 def saved_best(path):

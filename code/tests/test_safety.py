@@ -300,6 +300,22 @@ def test_a_disk_full_error_while_saving_keeps_the_last_checkpoint(demo_data, one
     check_kept(run, ckpt, err, demo_data)
 
 
+def test_a_save_that_fails_halfway_names_the_best_file_it_wrote(demo_data, tmp_path, monkeypatch, capsys):
+    real, calls = os.fsync, []
+
+    def full_at_the_second_file(fd):  # model_best: its file, its folder; then checkpoint.pth.tar's file
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", full_at_the_second_file)
+    err = cli_error(train_argv(demo_data, tmp_path, "--epochs", "1", "--no-cache"), capsys)
+    best = os.path.join(only_run(tmp_path), "models", "model_best.pth.tar")
+    assert f"the last checkpoint, {best}, is kept: resume with python main.py {demo_data} --resume {best}" in err
+    assert sorted(os.listdir(os.path.dirname(best))) == ["model_best.pth.tar"] and load(best)["epoch"] == 1
+
+
 def test_a_writer_thread_that_dies_on_a_full_disk_gives_one_line(demo_data, one_epoch_run, tmp_path, monkeypatch,
                                                                  capsys):
     """TensorBoard writes in a thread (and flushes there every two minutes): a full disk kills
@@ -475,7 +491,8 @@ def test_a_cut_short_jpeg_stops_training_with_or_without_the_cache(demo_data, tm
     cut(os.path.join(data, "images", rel), 0.6)
     for flags in (["--no-cache", "-j", "1"], ["-j", "0"]):
         err = cli_error(train_argv(data, tmp_path / "logs", "--epochs", "1", *flags), capsys)
-        assert f"{rel} is a JPEG cut short" in err and "download_dataset.sh" in err, flags
+        assert err.startswith(f"error: image {os.path.join(data, 'images', rel)} is a JPEG cut short (")
+        assert "download_dataset.sh" in err, flags
     assert os.listdir(os.path.join(data, "cache")) == []
 
 
@@ -534,6 +551,27 @@ def test_ctrl_c_at_any_moment_prints_the_resume_line_and_exits_130(demo_data, on
     for moment in ("cache-workers", "cache-build"):
         cache = tmp_path / moment / "cache"
         assert not cache.exists() or os.listdir(cache) == [], "the interrupted build left nothing"
+
+
+def test_ctrl_c_is_held_to_the_end_of_a_block_and_an_ignored_one_stays_ignored():
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with dc.sigint_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append(1)  # the block runs to its end first
+        assert done == [1]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a script
+        try:
+            with dc.sigint_held():
+                os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pytest.fail("a SIGINT that the process ignores was raised")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------------------------
