@@ -19,15 +19,20 @@ if [ -f ../data/DEMO_DATASET.txt ]; then
 else
   flags=(--arch simplenet --epochs 60)
 fi
-log_dir=../logs
-before=$(ls -d "$log_dir"/*/ 2>/dev/null | sort || true)
-$PY main.py ../data "${flags[@]}" "$@"
-run=$(comm -13 <(echo "$before") <(ls -d "$log_dir"/*/ | sort) | tail -n 1)
+# The run folder is the one main.py names ("logs and checkpoints in RUN"), wherever --log-dir puts it.
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+PYTHONUNBUFFERED=1 $PY main.py ../data "${flags[@]}" "$@" | tee -i "$out"
+run=$(sed -n 's/^=> .*; logs and checkpoints in //p' "$out" | tail -n 1)
+if [ -z "$run" ]; then
+  echo "=> main.py trained nothing (see above): nothing to evaluate"
+  exit 0
+fi
 echo "=> evaluating the best checkpoint of ${run}"
 device=()  # a --device or --gpu given for the training holds for the evaluation too
 for ((i = 1; i <= $#; i++)); do
   j=$((i + 1))
   case ${!i} in --device | --gpu) device+=("${!i}" "${!j:-}") ;; --device=* | --gpu=*) device+=("${!i}") ;; esac
 done
-$PY main.py ../data -e --resume "${run}models/model_best.pth.tar" -j 2 "${device[@]}"
+$PY main.py ../data -e --resume "${run}/models/model_best.pth.tar" -j 2 --log-dir "$(dirname "$run")" "${device[@]}"
 echo "=> curves: tensorboard --logdir logs   (from the repository root)"

@@ -13,26 +13,39 @@ temporary file is removed on any failure, so a cache is either complete or absen
 
 A split whose images are not all the same size is not cached: the file then holds only a
 header saying so (``uniform: false``, recording the first odd image) and
-``with_decoded_cache`` returns the JPEG dataset itself, printing one line that says so.
+``with_decoded_cache`` returns the split decoded from its JPEGs (``CheckedImages``), printing
+one line that says so.
+
+Every image is checked before it is decoded (``load_checked_image``): libjpeg decodes a JPEG cut
+short without an error (the missing rows grey, one warning that names no file), so a file that
+ends before its end-of-image marker stops the run with one line naming it, both when the cache
+is built and when JPEGs are decoded without it. A cache file deleted during a run (``rm -r
+data/cache``) stops nothing: processes that have it mapped keep reading it, and a process that
+opens it later decodes the JPEGs instead (the same pixels). ``started`` starts a DataLoader's
+worker processes with Ctrl-C held, so that an interrupt during their start-up is neither lost
+nor kills a half-started worker.
 """
+import contextlib
 import errno
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 
 import cv2
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from utils import ImageReadError, load_image
+from utils import ImageReadError
 
 MAGIC = b"MINIPLACES DECODED CACHE\n"
 HEADER_BYTES = 4096
-FORMAT = 1
+FORMAT = 2  # 2: every image checked whole before it is decoded (files of format 1 are rebuilt once)
 BUILD_BATCH = 64
 HINT = "name another folder with --cache-dir DIR or turn the cache off with --no-cache"
 
@@ -100,6 +113,106 @@ def _is_current(path, header, key):
             and os.path.getsize(path) == _expected_size(header))
 
 
+JPEG_START, JPEG_SCAN, JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"  # SOI, SOS, EOI markers
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"  # signature, IEND chunk + CRC
+REPLACE_HINT = ("replace the file (bash download_dataset.sh fetches MiniPlaces again) or remove its line from the "
+                "label file")
+
+
+def image_file_problem(data):
+    """What makes the bytes of an image file incomplete, or None when they look whole.
+
+    A JPEG needs an end-of-image marker after the start-of-scan marker of its last scan: the
+    entropy-coded data after a scan marker holds neither (each of its 0xFF bytes is followed by
+    0x00 or a restart marker), so a file cut anywhere in its image data has no end marker after
+    its last scan (libjpeg would decode it without an error, the missing rows grey), while an
+    embedded thumbnail's end marker comes before the image's scans. Searched from the end, a
+    whole file costs a few microseconds. A PNG needs its closing IEND chunk. Other formats are
+    left to the decoder.
+    """
+    if data[:2] == JPEG_START:
+        if JPEG_SCAN not in data:
+            return "a JPEG without image data (no start-of-scan marker)"
+        end = data.rfind(JPEG_END)
+        if end < 0 or data.find(JPEG_SCAN, end) >= 0:
+            return "a JPEG cut short (it ends before its end-of-image marker)"
+    elif data[:8] == PNG_START and PNG_END not in data[-32:]:
+        return "a PNG cut short (no IEND chunk at its end)"
+    return None
+
+
+def load_checked_image(path):
+    """``utils.load_image(path)``: the (H, W, 3) uint8 RGB array, decoded from bytes read once
+    and checked whole first (``image_file_problem``); the same decoder, so the same pixels.
+
+    Raises:
+        ImageReadError: one line naming ``path``: missing, cut short or not an image.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path} ({e.strerror})") from e
+    problem = image_file_problem(data)
+    if problem is not None:
+        raise ImageReadError(f"image {path} is {problem}: {REPLACE_HINT}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageReadError(f"cannot decode image {path} (not an image, or damaged): {REPLACE_HINT}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class CheckedImages(Dataset):
+    """A MiniPlacesLoader's items, ``(transforms(image), label)``, with each JPEG read by
+    ``load_checked_image``: how a split is read without its decoded cache (--no-cache, images
+    of different sizes, a cache file deleted during the run)."""
+
+    def __init__(self, dataset):
+        self.root_folder = dataset.root_folder
+        self.file_label_list = dataset.file_label_list
+        self.transforms = dataset.transforms
+
+    def __len__(self):
+        return len(self.file_label_list)
+
+    def __getitem__(self, index):
+        relpath, label = self.file_label_list[index]
+        img = load_checked_image(os.path.join(self.root_folder, "images", relpath))
+        if self.transforms is not None:
+            img = self.transforms(img)
+        return img, label
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold Ctrl-C (SIGINT) during the block and raise KeyboardInterrupt after it.
+
+    For steps that must not stop halfway: a checkpoint's writing, and the start of DataLoader
+    workers, where an interrupt that arrives inside ``os.fork``'s callbacks is printed as
+    "Exception ignored" and lost, and one that reaches a half-started worker kills it. Processes
+    forked inside the block keep the holding handler: DataLoader workers ignore Ctrl-C and are
+    stopped by the main process. Outside the main thread, or where SIGINT is ignored, the block
+    runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield  # SIGINT ignored (a background job of a script): it stays ignored
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def started(loader):
+    """``iter(loader)``, its worker processes started with Ctrl-C held (``sigint_held``)."""
+    with sigint_held():
+        return iter(loader)
+
+
 class _DecodeImages(Dataset):
     """Item i: the decoded image i (H, W, 3) uint8, or the ImageReadError message naming it
     (returned, not raised, so that a worker's error reaches the builder as one line)."""
@@ -112,7 +225,7 @@ class _DecodeImages(Dataset):
 
     def __getitem__(self, index):
         try:
-            return load_image(self.paths[index])
+            return load_checked_image(self.paths[index])
         except ImageReadError as e:
             return str(e)
 
@@ -236,7 +349,7 @@ def build_cache(image_files, path, key, workers=0):
                         num_workers=workers, collate_fn=_as_list)
 
     def decoded():
-        for batch in loader:
+        for batch in started(loader):
             for img in batch:
                 if isinstance(img, str):
                     raise ImageReadError(img)
@@ -263,13 +376,15 @@ def with_decoded_cache(dataset, cache_dir, workers=0, build=True):
     """``dataset`` (a MiniPlacesLoader) read from its decoded cache in ``cache_dir``: a
     DecodedCacheDataset with the same items, its transforms and labels. The cache is built
     first (decoding with ``workers`` processes) when missing or out of date, unless ``build``
-    is False (then it must be current: the DDP ranks that wait for rank 0). Returns
-    ``dataset`` itself when the split's images differ in size. Prints one line saying which.
+    is False (then it must be current: the DDP ranks that wait for rank 0). Returns the split
+    decoded from its JPEGs (``CheckedImages``) when its images differ in size. Prints one line
+    when it reuses a file or does not cache the split, and two when it builds one (before:
+    what and where, after: the size and the seconds it took).
 
     Raises:
         CacheError: disk short, folder not writable, a foreign file in the way, or (``build``
             False) no current cache.
-        ImageReadError: an image is missing or cannot be decoded (named).
+        ImageReadError: an image is missing, cut short or cannot be decoded (named).
     """
     image_files = [(rel, os.path.join(dataset.root_folder, "images", rel)) for rel, _ in dataset.file_label_list]
     key = cache_key(image_files)
@@ -284,7 +399,7 @@ def with_decoded_cache(dataset, cache_dir, workers=0, build=True):
                          "all processes must see the same --cache-dir")
     else:
         if header is not None:
-            print(f"=> decoded cache: {path} is out of date (the image list or an image changed); "
+            print(f"=> decoded cache: {path} is out of date (the image list, an image or the format changed); "
                   "rebuilding it", flush=True)
             try:
                 os.remove(path)
@@ -301,8 +416,9 @@ def with_decoded_cache(dataset, cache_dir, workers=0, build=True):
     if not header["uniform"]:
         print(f"=> decoded cache: not caching {dataset.split}, its images differ in size "
               f"({header['reason']}); decoding the JPEGs every epoch instead (noted in {path})", flush=True)
-        return dataset
-    return DecodedCacheDataset(path, [label for _, label in dataset.file_label_list], dataset.transforms)
+        return CheckedImages(dataset)
+    return DecodedCacheDataset(path, [label for _, label in dataset.file_label_list], dataset.transforms,
+                               source=CheckedImages(dataset))
 
 
 class DecodedCacheDataset(Dataset):
@@ -311,15 +427,18 @@ class DecodedCacheDataset(Dataset):
     file's memory map, which the transforms read without a copy of their own (one that writes
     into its input raises ValueError: copy first), or a writable copy without transforms. Each
     process maps the file on first use (the map is not pickled), so DataLoader workers share the
-    operating system's page cache instead of copies.
+    operating system's page cache instead of copies. A process that finds the file gone (deleted
+    during the run) or replaced by another cache reads the items from ``source`` instead, and
+    the first such process says so in one line.
 
     Args:
         path: a complete cache file (see ``with_decoded_cache``).
         labels: N ints, the labels of the images in order.
         transforms: callable applied to each image, or None.
+        source: the same items decoded from the JPEGs (``CheckedImages``), or None.
     """
 
-    def __init__(self, path, labels, transforms=None):
+    def __init__(self, path, labels, transforms=None, source=None):
         header = read_header(path)
         if header is None or not header.get("uniform") or header["count"] != len(labels) \
                 or os.path.getsize(path) != _expected_size(header):
@@ -327,8 +446,11 @@ class DecodedCacheDataset(Dataset):
         self.path = path
         self.labels = labels
         self.transforms = transforms
+        self.source = source
+        self.key = header["key"]
         self.shape = (header["count"], *header["shape"])  # (N, H, W, 3)
         self._images = None
+        self._gone = False
 
     def __len__(self):
         return len(self.labels)
@@ -341,13 +463,34 @@ class DecodedCacheDataset(Dataset):
     @property
     def images(self):
         """The (N, H, W, 3) uint8 read-only memory map of this process (a plain ndarray view of
-        it: indexing an np.memmap costs more than copying an image out)."""
-        if self._images is None:
-            self._images = np.asarray(np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_BYTES,
-                                                shape=self.shape))
+        it: indexing an np.memmap costs more than copying an image out), or None when the file
+        is gone and ``source`` decodes instead."""
+        if self._images is None and not self._gone:
+            self._images = self._open()
+            self._gone = self._images is None
         return self._images
 
+    def _open(self):
+        """The map of the cache file while it is the one this dataset was made for; else None
+        when there is a ``source`` to decode from (the first worker says so), or the error."""
+        try:
+            header = read_header(self.path)
+            if header is None or header.get("key") != self.key or os.path.getsize(self.path) != _expected_size(header):
+                raise FileNotFoundError(errno.ENOENT, "gone or replaced", self.path)
+            return np.asarray(np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_BYTES, shape=self.shape))
+        except (OSError, CacheError):
+            if self.source is None:
+                raise
+        worker = get_worker_info()
+        if worker is None or worker.id == 0:
+            print(f"=> decoded cache: {self.path} is gone (deleted during the run?): decoding the JPEGs instead "
+                  "(the same pixels; the next run builds the cache again)", flush=True)
+        return None
+
     def __getitem__(self, index):
-        img = self.images[index]  # (H, W, 3) uint8, a read-only view of the map
+        images = self.images
+        if images is None:
+            return self.source[index]
+        img = images[index]  # (H, W, 3) uint8, a read-only view of the map
         img = img.copy() if self.transforms is None else self.transforms(img)
         return img, self.labels[index]

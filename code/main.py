@@ -17,17 +17,25 @@ helpers of each phase.
 """
 import argparse
 import builtins
+import contextlib
 import copy
 import datetime
+import errno
+import glob
 import inspect
+import io
 import math
 import os
+import pickle
 import random
 import re
 import resource
 import shlex
+import shutil
 import sys
+import threading
 import time
+import zipfile
 
 import torch
 
@@ -48,7 +56,7 @@ import student_code  # noqa: E402
 from custom_blocks import param_groups_weight_decay  # noqa: E402
 from cuda_build import gpu_problem, query_gpus  # noqa: E402
 from custom_dataloader import GET_DATA_HINT, MiniPlacesLoader, collate_uint8  # noqa: E402
-from decoded_cache import CacheError, with_decoded_cache  # noqa: E402
+from decoded_cache import CacheError, CheckedImages, sigint_held, started, with_decoded_cache  # noqa: E402
 from mixed_precision import cuda_amp_dtype, precision_name  # noqa: E402
 from pretrained import PretrainedWeightsError, build_resnet18, finetune_param_groups  # noqa: E402
 from student_code import (IMAGENET_MEAN, IMAGENET_STD, CustomConv2d, default_attack, default_cnn_model,  # noqa: E402
@@ -63,10 +71,14 @@ CHECKPOINT_KEYS = ("epoch", "model_arch", "model_config", "state_dict", "best_ac
 DEFAULT_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")
 ARCH_CHOICES = ("cnn", "simplenet", "vit", "simplevit", "resnet18")
 # Flags that define what a run computes: a resumed run keeps its checkpoint's and stops (exit 2)
-# when the command line asks for others. --epochs may grow: the schedule is re-planned. The other
-# flags (workers, print frequency, folders, --no-amp, ...) may change, each named in one line.
+# when the command line asks for others (--resnet18-weights too: a resumed run's weights come from
+# its checkpoint). --epochs may grow: the schedule is re-planned. The other flags (workers, print
+# frequency, the data and cache folders, --no-amp, ...) may change, each named in one line, and
+# apply; --log-dir and --exp-name that name another place continue in a new run folder there.
 RUN_DEFINING_FLAGS = ("batch_size", "lr", "warmup", "momentum", "weight_decay", "clip_grad", "seed",
-                      "label_smoothing", "ema_decay", "mixup", "cutmix", "augment", "backbone_lr_scale")
+                      "label_smoothing", "ema_decay", "mixup", "cutmix", "augment", "backbone_lr_scale",
+                      "resnet18_weights")
+RUN_FOLDER_FLAGS = ("log_dir", "exp_name")  # honoured by open_run, which says where the run goes on
 MODEL_FLAGS = ("arch", "use_vit", "use_resnet18", "use_custom_conv", "adv_train", "adv_steps", "adv_eps")
 NOT_RESUMED = ("resume", "evaluate", "attack", "start_epoch", "given", "rank", "world_size", "gpu", "device", "vis")
 # Under torchrun the other ranks wait for rank 0's first build of the decoded cache in a gloo group of their own
@@ -82,6 +94,17 @@ class UserError(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message names the last checkpoint and how to resume it."""
+
+
+class LogWriteError(Exception):
+    """A write into the log folder failed (a full disk, no permission, a read-only file system, a
+    file where a folder must be): ``folder`` and the OSError ``cause``. The phase that wrote turns
+    it into one line with a way forward (UserError)."""
+
+    def __init__(self, folder, cause):
+        super().__init__(f"{folder}: {cause}")
+        self.folder = folder
+        self.cause = cause
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,24 +217,40 @@ NUMERIC_FLAGS = {
     "attack_step_size": (0, None, False), "val_batch_size": (1, None, True),
 }
 OPEN_ABOVE = ("momentum", "label_smoothing", "ema_decay")  # upper bounds that are excluded
+ATTACK_FLAGS = ("attack_eps", "attack_steps", "attack_step_size")  # -a only
 
 
 def flag_name(dest):
     return "--" + {"weight_decay": "wd"}.get(dest, dest.replace("_", "-"))
 
 
+def as_float32(value):
+    """``value`` rounded to float32, the precision the model, the optimizer and the attack
+    compute in (1e308 becomes inf, 1e-50 becomes 0)."""
+    return torch.tensor(value, dtype=torch.float64).to(torch.float32).item()
+
+
 def check_args(args):
-    """Reject flag values and combinations that cannot work (UserError: one line, exit 2)."""
+    """Reject flag values and combinations that cannot work (UserError: one line, exit 2). A
+    float flag must obey its range also as the float32 that the code computes with."""
     for name, (low, high, low_ok) in NUMERIC_FLAGS.items():
         value = getattr(args, name)
         if value is None:
             continue
-        too_low = value < low if low_ok else value <= low
-        too_high = high is not None and (value >= high if name in OPEN_ABOVE else value > high)
-        if not math.isfinite(value) or too_low or too_high:
+        checked = as_float32(value) if isinstance(value, float) else value
+        too_low = checked < low if low_ok else checked <= low
+        too_high = high is not None and (checked >= high if name in OPEN_ABOVE else checked > high)
+        if not math.isfinite(checked) or too_low or too_high:
             low_text = f"{'>=' if low_ok else '>'} {low}"
             rule = low_text if high is None else f"{low_text} and {'<' if name in OPEN_ABOVE else '<='} {high}"
+            if math.isfinite(value) and checked != value:  # in range as a float64 only
+                raise UserError(f"{flag_name(name)} must be {rule} and finite as a float32 (the precision it "
+                                f"is used in), got {value} ({checked:g} as a float32)")
             raise UserError(f"{flag_name(name)} must be {rule}, got {value}")
+    if not args.attack and set(ATTACK_FLAGS) & set(args.given):
+        given = [flag_name(name) for name in ATTACK_FLAGS if name in args.given]
+        raise UserError(f"{', '.join(given)} set the PGD attack of -a (python main.py DIR -a --resume CHECKPOINT "
+                        f"{' '.join(given)} ...); {'it does' if len(given) == 1 else 'they do'} nothing here")
     if args.evaluate and args.attack:
         raise UserError("-e and -a are separate runs: evaluate first, then attack")
     if args.start_epoch >= args.epochs:
@@ -229,6 +268,7 @@ def check_args(args):
 def cli(argv=None):
     """Command-line entry: one line and exit status 2 on bad input, 130 on Ctrl-C."""
     args = get_args_parser().parse_args(argv)
+    threading.excepthook = quiet_writer_thread
     try:
         main(args)
     except UserError as e:
@@ -236,12 +276,22 @@ def cli(argv=None):
         sys.exit(2)
     except ImageReadError as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]  # last line: the worker's own message
-        print(f"error: {lines[-1] if lines else e}", file=sys.stderr)
+        line = re.sub(r"^[\w.]*ImageReadError: ", "", lines[-1]) if lines else str(e)  # a worker's: the name first
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(str(e) if isinstance(e, Interrupted) else "=> interrupted before training began: nothing saved",
               file=sys.stderr)
         sys.exit(130)
+
+
+def quiet_writer_thread(hook_args):
+    """``threading.excepthook``: TensorBoard's writer thread dies on a failed write (a full disk)
+    with a traceback, and its writer raises the same OSError at its next call, which the run
+    reports in one line (RunWriter); every other thread's error is printed as Python does."""
+    if issubclass(hook_args.exc_type, OSError) and type(hook_args.thread).__name__ == "_AsyncWriterThread":
+        return
+    threading.__excepthook__(hook_args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,48 +321,54 @@ def main(args):
 
 
 def train(args, device, is_demo):
-    """The training loop: build everything, resume if asked, train and validate each epoch."""
-    ckpt, config = resume_config(args)
-    if ckpt is not None and ckpt["epoch"] >= args.epochs:
-        print(f"=> {args.resume} finished its {ckpt['epoch']} epochs: nothing to train "
-              f"(--epochs N > {ckpt['epoch']} trains on, re-planning the schedule)")
-        return
-    clamp_warmup(args, ckpt)
-    print(precision_line(device, args))
-    torch.manual_seed(args.seed)
-    model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
-    if ckpt is not None:
-        load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
-    vit = config["family"] == "vit"
-    channels_last = device.type == "cuda" and not vit
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    ema = ModelEma(model, args.ema_decay) if args.ema_decay > 0 else None
-    if ema is not None and ckpt is not None:
-        load_model_state(ema.module, ckpt["state_dict"], args.resume)
-    net = model
-    if args.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_loader, val_loader = build_loaders(args, device)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    optimizer = build_optimizer(model, args, config["family"])
-    iters = len(train_loader)
-    scheduler = LinearWarmupCosineAnnealingLR(optimizer, args.warmup * iters, args.epochs * iters)
-    scaler = make_grad_scaler(device, autocast_dtype(device, args))
-    best_acc1, start_epoch = -math.inf, args.start_epoch
-    if ckpt is not None:
-        best_acc1, start_epoch = ckpt["best_acc1"], ckpt["epoch"]
-        load_training_state(ckpt, optimizer, scaler)
-    set_schedule_position(scheduler, start_epoch * iters)
-    if ckpt is not None or start_epoch > 0:
-        print(schedule_line(args, ckpt, optimizer, start_epoch))
-    run_folder, writer = open_run(args, config, ckpt, is_demo)
-    print(f"=> {model_line(config)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
-          f"logs and checkpoints in {run_folder}", flush=True)
-    if args.vis and writer is not None:
-        write_images(writer, to_device(*next(iter(train_loader)), torch.device("cpu"), False)[0])
-    mix = build_mix(args)
-    saved = args.resume or None
+    """The training loop: build everything, resume if asked, train and validate each epoch.
+    Ctrl-C at any point stops it with the line naming the last checkpoint saved and how to resume
+    it; a failed write into the log folder stops it with one line (UserError) that says so too."""
+    saved = args.resume or None  # the newest checkpoint on disk
+    run_folder = None
     try:
+        ckpt, config = resume_config(args)
+        if ckpt is not None and ckpt["epoch"] >= args.epochs:
+            print(f"=> {args.resume} finished its {ckpt['epoch']} epochs: nothing to train "
+                  f"(--epochs N > {ckpt['epoch']} trains on, re-planning the schedule)")
+            return
+        warmup = warmup_epochs(args)
+        print(precision_line(device, args))
+        torch.manual_seed(args.seed)
+        model = build_model(config, args.resnet18_weights, pretrained=ckpt is None)
+        if ckpt is not None:
+            load_model_state(model, ckpt.get("train_state_dict", ckpt["state_dict"]), args.resume)
+        vit = config["family"] == "vit"
+        channels_last = device.type == "cuda" and not vit
+        model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        ema = ModelEma(model, args.ema_decay) if args.ema_decay > 0 else None
+        if ema is not None and ckpt is not None:
+            load_model_state(ema.module, ckpt["state_dict"], args.resume)
+        net = model
+        if args.world_size > 1:
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_loader, val_loader = build_loaders(args, device)
+        criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        optimizer = build_optimizer(model, args, config["family"])
+        iters = len(train_loader)
+        scheduler = LinearWarmupCosineAnnealingLR(optimizer, warmup * iters, args.epochs * iters)
+        scaler = make_grad_scaler(device, autocast_dtype(device, args))
+        start_epoch = args.start_epoch
+        if ckpt is not None:
+            start_epoch = ckpt["epoch"]
+            load_training_state(ckpt, optimizer, scaler)
+        set_schedule_position(scheduler, start_epoch * iters)
+        if ckpt is not None or start_epoch > 0:
+            print(schedule_line(args, ckpt, optimizer, start_epoch))
+        run_folder, writer, continuing = open_run(args, config, ckpt, is_demo)
+        best_acc1, best_epoch = -math.inf, None  # a new folder's model_best starts with its first epoch
+        if continuing:
+            best_acc1, best_epoch = reconcile_best(run_folder, ckpt, args.resume)
+        print(f"=> {model_line(config)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
+              f"logs and checkpoints in {run_folder}", flush=True)
+        if args.vis and writer is not None:
+            write_images(writer, to_device(*next(started(train_loader)), torch.device("cpu"), False)[0])
+        mix = build_mix(args)
         for epoch in range(start_epoch, args.epochs):
             torch.manual_seed(args.seed * 100003 + epoch)
             train_loader.sampler.set_epoch(epoch)
@@ -329,24 +385,29 @@ def train(args, device, is_demo):
             val = validate(val_loader, ema.module if ema is not None else net, nn.CrossEntropyLoss(), device,
                            args, channels_last, is_demo=is_demo)
             is_best = val["top1"] > best_acc1
-            best_acc1 = max(val["top1"], best_acc1)
+            if is_best:
+                best_acc1, best_epoch = val["top1"], epoch + 1
             if writer is None:
                 continue
-            log_epoch(writer, epoch + 1, {
-                "data/top1_accuracy": val["top1"], "data/top5_accuracy": val["top5"],
-                "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
-                "data/train_loss": loss, "data/val_loss": val["loss"], "perf/epoch_seconds": time.time() - start,
-                "perf/images_per_second": ips, "perf/data_wait_fraction": data_wait,
-                "perf/peak_memory_mb": peak_memory_mb(device)})
-            state = train_state_dict(epoch + 1, config, model, ema, best_acc1, optimizer, scheduler, scaler, args)
-            saved = save_checkpoint(state, is_best, run_folder)
+            with sigint_held():  # the epoch's logs and checkpoints are written whole, then Ctrl-C acts
+                log_epoch(writer, epoch + 1, {
+                    "data/top1_accuracy": val["top1"], "data/top5_accuracy": val["top5"],
+                    "data/train_top1_accuracy": top1_tr, "data/train_top5_accuracy": top5_tr,
+                    "data/train_loss": loss, "data/val_loss": val["loss"],
+                    "perf/epoch_seconds": time.time() - start, "perf/images_per_second": ips,
+                    "perf/data_wait_fraction": data_wait, "perf/peak_memory_mb": peak_memory_mb(device)})
+                state = train_state_dict(epoch + 1, config, model, ema, (best_acc1, best_epoch), optimizer,
+                                         scheduler, scaler, args)
+                saved = save_checkpoint(state, is_best, run_folder)
+        if args.world_size > 1:
+            check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
+        if writer is not None:
+            writer.close()
+            print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
     except KeyboardInterrupt:
         raise Interrupted(interrupted_line(args, saved)) from None
-    if args.world_size > 1:
-        check_replicas_in_sync({"model": model, **({"EMA": ema.module} if ema is not None else {})})
-    if writer is not None:
-        writer.close()
-        print(f"=> done: best Acc@1 {best_acc1:.3f}; checkpoints in {os.path.join(run_folder, 'models')}")
+    except LogWriteError as e:
+        raise UserError(write_error_line(e, args, newest_saved(saved, run_folder))) from e
 
 
 def evaluate(args, device, is_demo):
@@ -365,9 +426,27 @@ def evaluate(args, device, is_demo):
     print(f"=> evaluating {model_line(config)} from {args.resume} (epoch {ckpt['epoch']}"
           + (f", adversarially trained: {adv})" if adv else ")"))
     _, val_loader = build_loaders(args, device, need_train=False)
+    try:
+        run = make_run_folder(args.log_dir, f"{run_name(config)}-{'attack' if args.attack else 'eval'}")
+    except LogWriteError as e:
+        raise UserError(write_error_line(e, args, None)) from e
+    try:
+        measure(args, device, is_demo, ckpt, config, model, val_loader, channels_last, run)
+    except BaseException as e:  # a run folder without its results is removed, nothing half-written stays
+        shutil.rmtree(run, ignore_errors=True)
+        if isinstance(e, LogWriteError):
+            raise UserError(write_error_line(e, args, None)) from e
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(f"=> interrupted: {'-a' if args.attack else '-e'} stopped before it finished; "
+                              f"nothing written (its folder {run} removed)") from None
+        raise
+
+
+def measure(args, device, is_demo, ckpt, config, model, val_loader, channels_last, run):
+    """-e: validate without and with flip averaging; -a: clean and under the PGD attack. Prints
+    the accuracies and logs them (and with -v the images) to TensorBoard in ``run``."""
     criterion = nn.CrossEntropyLoss()
-    run = make_run_folder(args.log_dir, f"{run_name(config)}-{'attack' if args.attack else 'eval'}")
-    writer = SummaryWriter(run)
+    writer = RunWriter(run)
     writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
     print(f"=> accuracies{' and images' if args.vis else ''} go to TensorBoard in {run}")
     step = ckpt["epoch"]
@@ -545,11 +624,12 @@ class SeededDataset(Dataset):
 
 
 def decoded(dataset, args):
-    """``dataset`` read from its decoded cache (decoded_cache.py), or ``dataset`` itself with --no-cache
-    or when its images differ in size. Under DDP rank 0 builds the cache while the other ranks wait
-    in a gloo barrier of their own, with a timeout that fits the build (CACHE_WAIT_S_PER_IMAGE)."""
+    """``dataset`` read from its decoded cache (decoded_cache.py), or with --no-cache or when its
+    images differ in size decoded from its JPEGs, each checked whole first (decoded_cache.CheckedImages).
+    Under DDP rank 0 builds the cache while the other ranks wait in a gloo barrier of their own, with a
+    timeout that fits the build (CACHE_WAIT_S_PER_IMAGE)."""
     if args.no_cache:
-        return dataset
+        return CheckedImages(dataset)
     cache_dir = args.cache_dir or os.path.join(args.data_folder, "cache")
     if args.world_size > 1:
         wait = datetime.timedelta(seconds=max(CACHE_WAIT_MIN_S, CACHE_WAIT_S_PER_IMAGE * len(dataset)))
@@ -731,14 +811,16 @@ class ModelEma:
                 e.copy_(m)
 
 
-def clamp_warmup(args, ckpt):
-    """A run shorter than its warmup (a quick ``--epochs 1`` check with the default --warmup 5)
-    warms up over all of it, and says so (a resumed run keeps its checkpoint's warmup)."""
+def warmup_epochs(args):
+    """The warmup epochs of the schedule: --warmup, or all of a run shorter than it (a quick
+    ``--epochs 1`` check with the default --warmup 5), said in one line. ``args.warmup`` stays
+    the user's: the checkpoint records it, a resume compares against it, and a resume to a longer
+    --epochs re-plans with it."""
     if args.warmup > args.epochs:
-        if ckpt is None:
-            print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
-                  f"warming up over all {args.epochs} epoch(s)")
-        args.warmup = args.epochs
+        print(f"=> --warmup {args.warmup} is longer than --epochs {args.epochs}: "
+              f"warming up over all {args.epochs} epoch(s)")
+        return args.epochs
+    return args.warmup
 
 
 def set_schedule_position(scheduler, step):
@@ -789,9 +871,9 @@ def restore_run_flags(args, saved):
             setattr(args, name, value)
             continue
         ours = getattr(args, name)
-        same = (os.path.realpath(ours) == os.path.realpath(value) if name in ("data_folder", "log_dir")
-                else ours == value)
-        if same or name in MODEL_FLAGS:
+        paths = name in ("data_folder", "resnet18_weights") and ours is not None and value is not None
+        same = os.path.realpath(ours) == os.path.realpath(value) if paths else ours == value
+        if same or name in MODEL_FLAGS or name in RUN_FOLDER_FLAGS:
             continue
         flag = flag_name(name) if name != "data_folder" else "DIR"
         text = f"{flag} {flag_text(ours)} (the run's: {flag_text(value)})"
@@ -824,13 +906,22 @@ def load_checkpoint(path):
         raise UserError(f"--resume: checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    except Exception as e:  # torch's message may advise weights_only=False: unsafe, and no help here
+        raise UserError(f"--resume: {path} is not a readable checkpoint ({unreadable_reason(path, e)}); "
+                        "name a checkpoint.pth.tar or model_best.pth.tar that main.py wrote") from e
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise UserError(f"--resume: {path} is not a checkpoint of main.py (missing {missing})")
     return ckpt
+
+
+def unreadable_reason(path, error):
+    """Why ``torch.load(path, weights_only=True)`` failed, in our words."""
+    if not zipfile.is_zipfile(path):
+        return "not a file written by torch.save, or one cut short"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors and plain values, which main.py does not load"
+    return f"a damaged archive: {type(error).__name__}"
 
 
 def load_model_state(model, state_dict, path):
@@ -910,12 +1001,14 @@ def schedule_line(args, ckpt, optimizer, start_epoch):
     return line
 
 
-def train_state_dict(epoch, config, model, ema, best_acc1, optimizer, scheduler, scaler, args):
+def train_state_dict(epoch, config, model, ema, best, optimizer, scheduler, scaler, args):
     """A checkpoint: the model (the EMA weights with --ema-decay, the trained ones then under
-    ``train_state_dict``), the training state and the run's flags (``args``, for --resume)."""
+    ``train_state_dict``), the best (Acc@1, epoch) of its run folder so far (``best_acc1``,
+    ``best_epoch``), the training state and the run's flags (``args``, for --resume)."""
+    best_acc1, best_epoch = best
     state = {"epoch": epoch, "model_arch": config["model_arch"], "model_config": config,
              "state_dict": (ema.module if ema is not None else model).state_dict(), "best_acc1": best_acc1,
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "best_epoch": best_epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict(), "args": vars(args)}
     if ema is not None:
         state["train_state_dict"] = model.state_dict()
@@ -925,7 +1018,8 @@ def train_state_dict(epoch, config, model, ema, best_acc1, optimizer, scheduler,
 def interrupted_line(args, saved):
     """The line for Ctrl-C: the last checkpoint saved and the command that resumes it."""
     if saved is None:
-        return "=> interrupted before the first checkpoint: nothing saved to resume"
+        return ("=> interrupted before the first checkpoint: nothing saved to resume "
+                "(run the same command to start again)")
     return (f"=> interrupted; the last checkpoint saved is {saved}; resume with: python main.py "
             f"{shlex.quote(args.data_folder)} --resume {shlex.quote(saved)}")
 
@@ -949,7 +1043,7 @@ def train_one_epoch(train_loader, model, criterion, optimizer, scheduler, scaler
     sums = torch.zeros(3, device=device)  # loss * n, top-1 hits, top-5 hits
     count = 0  # images, counted on the host
     num_iters, start, end = len(train_loader), time.time(), time.time()
-    for i, (images, target) in enumerate(train_loader):
+    for i, (images, target) in enumerate(started(train_loader)):
         data_time.update(time.time() - end)  # waiting for the loader
         images, target = to_device(images, target, device, channels_last)
         labels = target
@@ -1113,7 +1207,7 @@ def validate(val_loader, model, criterion, device, args, channels_last, flip_tta
     amp_dtype = autocast_dtype(device, args)
     sums = torch.zeros(5 if attack is not None else 3, device=device)  # loss * n, top-1, top-5 hits[, clean]
     count = 0  # images, counted on the host
-    for i, (images, target) in enumerate(val_loader):
+    for i, (images, target) in enumerate(started(val_loader)):
         images, target = to_device(images, target, device, channels_last)
         clean = images
         if attack is not None:
@@ -1182,20 +1276,60 @@ def write_images(writer, clean, adversarial=None):
 # ----------------------------------------------------------------------------------------------
 
 def open_run(args, config, ckpt, is_demo):
-    """(run folder, SummaryWriter) on rank 0, (None, None) on the other ranks: the checkpoint's
-    own run when resuming its latest checkpoint, else a new folder named after the model."""
+    """(run folder, RunWriter, whether it continues the checkpoint's own run) on rank 0, (None,
+    None, False) on the other ranks. A resume of a run's latest checkpoint continues in its folder,
+    unless --log-dir or --exp-name name another place (then a new folder under --log-dir, or
+    beside the run's); any other start gets a new folder named after the model under --log-dir. A
+    new folder that cannot be written is removed again.
+
+    Raises:
+        LogWriteError: the folder cannot be made or written.
+    """
     if args.rank != 0:
-        return None, None
+        return None, None, False
     run_folder = resume_folder(args.resume) if ckpt is not None else None
-    if run_folder is None:
-        run_folder = make_run_folder(args.log_dir, args.exp_name or run_name(config))
-    writer = SummaryWriter(run_folder)
-    writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
-    return run_folder, writer
+    log_root = args.log_dir
+    if run_folder is not None and names_another_folder(args, config, run_folder):
+        log_root = args.log_dir if "log_dir" in args.given else os.path.dirname(run_folder)
+        print(f"=> --log-dir / --exp-name name another folder: the run goes on in a new folder under "
+              f"{log_root} ({run_folder} stays as it is)")
+        run_folder = None
+    continuing = run_folder is not None
+    if not continuing:
+        run_folder = make_run_folder(log_root, args.exp_name or run_name(config))
+        if ckpt is not None:
+            print(f"=> {args.resume} goes on in a new run folder: its model_best.pth.tar is the best of the "
+                  "epochs trained there, from the first one")
+    try:
+        writer = RunWriter(run_folder)
+        with writer.writing():
+            os.makedirs(os.path.join(run_folder, "models"), exist_ok=True)
+        writer.add_text("run/args", " ".join(sys.argv) + ("  [DEMO DATA: not MiniPlaces]" if is_demo else ""))
+    except LogWriteError:
+        if not continuing:
+            shutil.rmtree(run_folder, ignore_errors=True)
+        raise
+    return run_folder, writer, continuing
+
+
+def names_another_folder(args, config, run_folder):
+    """Whether a given --log-dir or --exp-name names another place than ``run_folder``, the
+    folder of the run being resumed."""
+    other_root = "log_dir" in args.given and (os.path.realpath(args.log_dir)
+                                               != os.path.realpath(os.path.dirname(run_folder)))
+    other_name = "exp_name" in args.given and not os.path.basename(run_folder).startswith(
+        f"{args.exp_name or run_name(config)}_")
+    return other_root or other_name
 
 
 def make_run_folder(log_root, name):
-    """Create ``log_root/<name>_<YYYYmmdd-HHMMSS>[-k]``, never reusing an existing folder."""
+    """Create ``log_root/<name>_<YYYYmmdd-HHMMSS>[-k]``, never reusing an existing folder.
+
+    Raises:
+        LogWriteError: ``log_root`` is a file, or the folder cannot be created there.
+    """
+    if os.path.exists(log_root) and not os.path.isdir(log_root):
+        raise LogWriteError(log_root, NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder"))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = os.path.join(log_root, f"{name}_{stamp}")
     path, k = base, 0
@@ -1206,6 +1340,72 @@ def make_run_folder(log_root, name):
         except FileExistsError:
             k += 1
             path = f"{base}-{k}"
+        except OSError as e:
+            raise LogWriteError(log_root, e) from e
+
+
+class RunWriter:
+    """The TensorBoard SummaryWriter of a run folder whose failed writes raise LogWriteError
+    naming the folder. (TensorBoard writes in a thread: a write that fails there is raised by the
+    writer's next call. An event file is a sequence of records that TensorBoard reads up to the
+    last whole one, so a record cut short by a full disk loses nothing before it.)"""
+
+    def __init__(self, folder):
+        self.folder = folder
+        with self.writing():
+            self.writer = SummaryWriter(folder)
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A block whose OSError becomes LogWriteError naming this run folder."""
+        try:
+            yield
+        except OSError as e:
+            raise LogWriteError(self.folder, e) from e
+
+    def add_text(self, *args):
+        with self.writing():
+            self.writer.add_text(*args)
+
+    def add_scalar(self, *args):
+        with self.writing():
+            self.writer.add_scalar(*args)
+
+    def add_image(self, *args):
+        with self.writing():
+            self.writer.add_image(*args)
+
+    def flush(self):
+        with self.writing():
+            self.writer.flush()
+
+    def close(self):
+        with self.writing():
+            self.writer.close()
+
+
+WRITE_CAUSES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "the file system is read-only"}
+
+
+def write_error_line(error, args, saved):
+    """The line for a LogWriteError: the folder, the cause, a way forward and, when a training
+    checkpoint exists, that it is kept and the command that resumes it."""
+    code, text = error.cause.errno, error.cause.strerror or str(error.cause)
+    cause = WRITE_CAUSES.get(code, text) if text == os.strerror(code or 0) else text  # ours: kept as is
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there or pass another --log-dir"
+    elif code == errno.ENOTDIR:
+        fix = "pass a folder as --log-dir"
+    else:
+        fix = "make it writable or pass another --log-dir"
+    line = f"cannot write to {error.folder} ({cause}): {fix}"
+    if saved:
+        line += (f"; the last checkpoint, {saved}, is kept: resume with python main.py "
+                 f"{shlex.quote(args.data_folder)} --resume {shlex.quote(saved)} (add --log-dir DIR to go on "
+                 "in a new folder there)")
+    return line
 
 
 def log_epoch(writer, step, scalars):
@@ -1216,17 +1416,117 @@ def log_epoch(writer, step, scalars):
 
 
 def save_checkpoint(state, is_best, run_folder):
-    """Write ``models/checkpoint.pth.tar`` (and ``model_best.pth.tar`` when best) atomically:
-    each file goes to a temporary name first and is renamed over the old one. Returns the
-    checkpoint's path."""
+    """Write ``models/model_best.pth.tar`` when best, then ``models/checkpoint.pth.tar``, each
+    whole or not at all (write_atomically). In this order a kill at any point leaves
+    model_best.pth.tar at least as new as the best epoch that checkpoint.pth.tar records (a
+    resume of that checkpoint redoes the epochs after it). Returns the checkpoint's path.
+
+    Raises:
+        LogWriteError: a file could not be written (the older one is kept, no temporary file left).
+    """
     folder = os.path.join(run_folder, "models")
-    os.makedirs(folder, exist_ok=True)
-    names = ["checkpoint.pth.tar"] + (["model_best.pth.tar"] if is_best else [])
-    for name in names:
-        tmp = os.path.join(folder, f".{name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, os.path.join(folder, name))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    for name in (["model_best.pth.tar"] if is_best else []) + ["checkpoint.pth.tar"]:
+        write_atomically(os.path.join(folder, name), buffer.getbuffer())
     return os.path.join(folder, "checkpoint.pth.tar")
+
+
+def write_atomically(path, data):
+    """Write the bytes ``data`` to ``path`` whole or not at all: through the hidden temporary file
+    ``.<name>.tmp`` beside it (first checked to fit the free space), fsynced and renamed over
+    ``path``, then the folder fsynced (the renames stay in order through a power loss too). A
+    failure removes the temporary file and leaves ``path`` as it was; a kill may leave the
+    temporary file, which a resume removes (reconcile_best).
+
+    Raises:
+        LogWriteError: naming the folder, e.g. the disk is full (bytes needed and free).
+    """
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < len(data):
+            raise OSError(errno.ENOSPC, f"the disk is full: {os.path.basename(path)} needs {len(data):,} bytes, "
+                                        f"{free:,} are free")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        fsync_folder(folder)
+    except OSError as e:
+        raise LogWriteError(folder, e) from e
+
+
+def fsync_folder(folder):
+    """fsync ``folder``, so that the renames into it are on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def reconcile_best(run_folder, ckpt, checkpoint_path):
+    """(best Acc@1, best epoch) that a run resumed in its own folder goes on from, after making
+    its ``models`` folder whole again: temporary files of killed saves are removed, and a
+    model_best.pth.tar missing or older than the best epoch the checkpoint records is restored
+    from the checkpoint when that epoch is the checkpoint's own; otherwise (its weights are gone)
+    the best goes on from model_best.pth.tar's record. Each repair is said in one line.
+
+    Raises:
+        LogWriteError: the folder cannot be written.
+    """
+    models = os.path.join(run_folder, "models")
+    try:
+        for tmp in sorted(glob.glob(os.path.join(glob.escape(models), ".*.tmp"))):
+            os.remove(tmp)
+            print(f"=> removed {tmp}, left by a save that was killed")
+    except OSError as e:
+        raise LogWriteError(models, e) from e
+    best_acc1, best_epoch = ckpt["best_acc1"], ckpt.get("best_epoch")
+    best_path = os.path.join(models, "model_best.pth.tar")
+    have = saved_best(best_path)
+    if best_epoch is None or (have is not None and have[1] >= best_epoch):
+        return best_acc1, best_epoch  # an older checkpoint records no best epoch: nothing to compare
+    if best_epoch == ckpt["epoch"]:
+        with open(checkpoint_path, "rb") as f:
+            write_atomically(best_path, f.read())
+        print(f"=> {best_path} was older than epoch {best_epoch}, the best that {checkpoint_path} records: "
+              "restored from it")
+        return best_acc1, best_epoch
+    print(f"=> {best_path} is missing or older than epoch {best_epoch}, the best that {checkpoint_path} records, "
+          "whose weights are gone: the best goes on from " + (f"{best_path} (epoch {have[1]})" if have else "here"))
+    return have if have is not None else (-math.inf, None)
+
+
+def newest_saved(saved, run_folder):
+    """The newer of ``saved`` (the last checkpoint saved, or None) and ``run_folder``'s
+    model_best.pth.tar, which a save that failed halfway may have written after it."""
+    best = os.path.join(run_folder, "models", "model_best.pth.tar") if run_folder else None
+    epochs = {path: saved_best(path) for path in (saved, best) if path}
+    readable = [path for path, record in epochs.items() if record is not None]
+    return max(readable, key=lambda path: epochs[path][1], default=saved)  # a tie: saved
+
+
+def saved_best(path):
+    """(best Acc@1, epoch) of the checkpoint file ``path``, or None when it is missing or unreadable."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return ckpt["best_acc1"], ckpt["epoch"]
+    except Exception:  # missing, cut short or not ours: there is no best file to keep
+        return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,14 +20,20 @@ datasets run in DataLoaders of 1, 2, 4 workers (images/s over whole passes after
 batch), beside a dataset of one constant image that measures the worker processes and batch
 transfer alone. Rounds alternate between rows: a row's rate is its median round, its ratio to
 ``course`` (with decode for the decode and DataLoader rows) the median of the two rows' ratios
-within each round. The table goes to ../results/data_pipeline.md.
+within each round. The cost of the image check (decoded_cache.load_checked_image, which reads
+every JPEG that main.py decodes) is measured against ``load_image`` alone in pairs run back to
+back in alternating order (three times the rounds, a few percent being what is measured): per
+core with and without the warp pipeline, and as the build of the train split's decoded cache
+in one process. The table goes to ../results/data_pipeline.md.
 """
 import argparse
 import os
 import random
 import statistics
 import sys
+import tempfile
 import time
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -37,8 +43,9 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 import custom_transforms as T
+import decoded_cache
 from custom_dataloader import MiniPlacesLoader, collate_uint8
-from decoded_cache import with_decoded_cache
+from decoded_cache import CheckedImages, build_cache, image_file_problem, load_checked_image, with_decoded_cache
 from student_code import IMAGENET_MEAN, IMAGENET_STD, get_train_transforms
 from utils import load_image
 
@@ -153,6 +160,19 @@ class ConstantImages(Dataset):
         return self.image.permute(2, 0, 1), 0  # (3, 128, 128) view of (128, 128, 3)
 
 
+def build_rate(files, cache_dir, load):
+    """Images/s of building the decoded cache of ``files`` ([(relative path, path)]) in this
+    process, each image read by ``load``: main.py's checked reader, or ``load_image`` alone (the
+    build before the check)."""
+    path = decoded_cache.cache_path(cache_dir, "bench")
+    with mock.patch.object(decoded_cache, "load_checked_image", load):
+        start = time.perf_counter()
+        build_cache(files, path, "bench")
+        seconds = time.perf_counter() - start
+    os.remove(path)
+    return len(files) / seconds
+
+
 def measure(args):
     """{(row, mode): images/s}, per core the median of ``args.rounds`` alternating rounds; ``decoded``
     runs the transforms on decoded images, ``decode`` and ``cached`` read items from the
@@ -173,6 +193,7 @@ def measure(args):
             rows[(name, "cached")] = (indices, cached_set.__getitem__)
         rows[(name, "decode")] = (indices, decode_set.__getitem__)
     rows[("decode only", "decode")] = (paths, load_image)
+    rows[("check only", "checked")] = ([open(p, "rb").read() for p in paths], image_file_problem)
     first = [("course", "decoded"), ("warp", "decoded"), ("course", "decode"), ("warp", "cached")]
     rows = {key: rows[key] for key in first + [key for key in rows if key not in first]}  # targets back to back
     rates = {}
@@ -180,6 +201,19 @@ def measure(args):
         for key, (items, fn) in rows.items():
             random.seed(0)
             rates.setdefault(key, []).append(per_core(items, fn))
+    files = [(rel, os.path.join(args.data, "images", rel)) for rel, _ in probe.file_label_list]
+    warp = sets["warp"][0]
+    with tempfile.TemporaryDirectory(dir=args.cache_dir) as build_dir:
+        pairs = {"decode": (lambda: per_core(paths, load_image), lambda: per_core(paths, load_checked_image)),
+                 "warp": (lambda: per_core(indices, warp.__getitem__),
+                          lambda: per_core(indices, CheckedImages(warp).__getitem__)),
+                 "cache build": (lambda: build_rate(files, build_dir, load_image),
+                                 lambda: build_rate(files, build_dir, load_checked_image))}
+        for r in range(3 * args.rounds):
+            for name, (before, after) in pairs.items():
+                for mode, run in (("before", before), ("after", after))[::1 if r % 2 == 0 else -1]:
+                    random.seed(0)
+                    rates.setdefault((name, mode), []).append(run())
     loaders = [("constant", "items", ConstantImages(len(probe)))]
     for name in ("course", "warp", "torchvision-v2"):
         loaders += [(name, mode, dataset) for mode, dataset in zip(("decode", "cached"), sets[name]) if dataset]
@@ -200,6 +234,13 @@ def target(rates, key, ref):
     """The ratio of ``key`` to ``ref`` with the range of its rounds, e.g. '8.40x; rounds 7.10x to 9.90x'."""
     rounds = [a / b for a, b in zip(rates[key], rates[ref])]
     return f"{ratio(rates, key, ref):.2f}x; rounds {min(rounds):.2f}x to {max(rounds):.2f}x"
+
+
+def check_cost(rates, checked, unchecked):
+    """'+x.x% (rounds a% to b%)': how much longer the rows ``checked`` take than ``unchecked``,
+    the median over rounds of the ratio of their rates within a round."""
+    rounds = [100.0 * (a / b - 1.0) for a, b in zip(rates[unchecked], rates[checked])]
+    return f"{statistics.median(rounds):+.1f}% (rounds {min(rounds):+.1f}% to {max(rounds):+.1f}%)"
 
 
 def cell(rates, key, ref):
@@ -235,6 +276,25 @@ def table(rates, args, is_demo):
             if any(c != "-" for c in cells):
                 label = "constant image, transfer only" if name == "constant" else f"{name}, {mode}"
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    def rate(key):
+        return f"{statistics.median(rates[key]):,.0f}"
+
+    def micros(key):
+        return 1e6 / statistics.median(rates[key])
+
+    lines += ["", f"## The image check, images/s: before (load_image alone) and after (main.py's checked read), "
+              f"median of {3 * args.rounds} pairs run back to back", "",
+              "| step | before | after | time added by the check |", "|---|---|---|---|",
+              *(f"| {label} | {rate((name, 'before'))} | {rate((name, 'after'))} | "
+                f"{check_cost(rates, (name, 'after'), (name, 'before'))} |"
+                for name, label in (("decode", "JPEG decode, one core"),
+                                    ("warp", "warp with JPEG decode, one core"),
+                                    ("cache build", f"decoded-cache build of the train split "
+                                                    f"({len(MiniPlacesLoader(args.data, split='train'))} images, "
+                                                    "one process)"))), "",
+              f"The check alone, on a file's bytes in memory: {micros(('check only', 'checked')):.1f} us per image, "
+              f"against {micros(('decode only', 'decode')):.0f} us for its decode (medians). The checked read "
+              "passes the bytes it read to the same decoder (cv2.imdecode), so the file is read once."]
     lines += ["", "The course row is the course's own chain: get_train_transforms(single_warp=False), on the "
               "course's classes (custom_transforms.py keeps them as provided). The constant-image row is what the "
               "DataLoader's "

@@ -1,4 +1,5 @@
 """bench_data.py: a tiny run end to end writes every row, the ratios and the targets."""
+import os
 import re
 
 from tools import bench_data
@@ -17,6 +18,11 @@ def test_tiny_run_writes_every_pipeline_and_the_targets(demo_data, tmp_path):
                 "torchvision-v2, decode"):
         assert re.search(rf"^\| {re.escape(row)} \| [0-9,]+ \([0-9.]+x\) \|$", text, re.M), row
     assert re.search(r"Targets: .*measured [0-9.]+x; rounds [0-9.]+x to [0-9.]+x\).*measured [0-9.]+x; rounds", text)
+    for row in ("JPEG decode, one core", "warp with JPEG decode, one core",
+                "decoded-cache build of the train split (64 images, one process)"):
+        assert re.search(rf"^\| {re.escape(row)} \| [0-9,]+ \| [0-9,]+ \| [+-][0-9.]+% \(rounds [+-][0-9.]+% to "
+                         r"[+-][0-9.]+%\) \|$", text, re.M), row
+    assert sorted(os.listdir(tmp_path / "cache")) == ["decoded_train.cache"], "the builds' files removed"
 
 
 def test_every_pipeline_ends_in_a_model_input(demo_data):

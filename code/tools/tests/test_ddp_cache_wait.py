@@ -22,4 +22,4 @@ def test_ranks_wait_for_a_cache_build_longer_than_the_process_groups_timeout(dem
     assert res.returncode == 0, "\n".join(ln for ln in res.stderr.splitlines() if "Error" in ln)[-3000:]
     waits = dict(re.findall(r"rank (\d): loaders after ([\d.]+) s, a batch of 4, DecodedCacheDataset", res.stdout))
     assert set(waits) == {"0", "1"}, res.stdout
-    assert float(waits["1"]) > 5, "rank 1 waited for the build, longer than the 2 s timeout"
+    assert float(waits["1"]) > 4, "rank 1 waited for the 5 s build, well past the 2 s timeout"

@@ -198,14 +198,16 @@ def test_other_size_images_fall_back_to_decoding(demo_data, tmp_path, capsys, mo
     save_image(os.path.join(data, "images", odd), np.zeros((100, 150, 3), np.uint8))
     cache_dir = str(tmp_path / "cache")
     ds = MiniPlacesLoader(data, split="train")
-    assert dc.with_decoded_cache(ds, cache_dir) is ds
+    decoding = dc.with_decoded_cache(ds, cache_dir)
+    assert isinstance(decoding, dc.CheckedImages) and len(decoding) == len(ds)
+    assert np.array_equal(decoding[9][0], ds[9][0]) and decoding[9][0].shape == (100, 150, 3)
     out = capsys.readouterr().out
     assert "images differ in size" in out and f"{odd} is 100x150" in out and "decoding the JPEGs" in out
     assert os.path.getsize(dc.cache_path(cache_dir, "train")) == dc.HEADER_BYTES, "only the note"
     assert files_in(cache_dir) == ["decoded_train.cache"]
 
     monkeypatch.setattr(dc, "build_cache", lambda *a, **k: pytest.fail("decoded the odd split again"))
-    assert dc.with_decoded_cache(ds, cache_dir) is ds
+    assert isinstance(dc.with_decoded_cache(ds, cache_dir), dc.CheckedImages)
     assert "images differ in size" in capsys.readouterr().out
     monkeypatch.undo()
     val = MiniPlacesLoader(data, split="val")

@@ -1,4 +1,5 @@
 """The training driver: a demo run end to end, exact resume, safe checkpoints, bad input."""
+import errno
 import glob
 import math
 import os
@@ -159,17 +160,19 @@ def test_a_new_run_never_reuses_a_folder(demo_data, tmp_path, monkeypatch):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     driver.save_checkpoint({"epoch": 1}, True, str(tmp_path))
+    real_write = os.write
 
-    def crash(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoi")
-        raise OSError("disk full")
+    def crash(fd, data):
+        real_write(fd, b"half a checkpoi")
+        raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(driver.torch, "save", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(driver.os, "write", crash)
+    with pytest.raises(driver.LogWriteError):
         driver.save_checkpoint({"epoch": 2}, True, str(tmp_path))
+    monkeypatch.undo()
     for name in ("checkpoint.pth.tar", "model_best.pth.tar"):
         assert torch.load(os.path.join(tmp_path, "models", name), weights_only=True) == {"epoch": 1}
+    assert sorted(os.listdir(tmp_path / "models")) == ["checkpoint.pth.tar", "model_best.pth.tar"]
 
 
 def test_resuming_from_best_starts_a_new_folder(trained_run):
@@ -217,10 +220,18 @@ def test_one_epoch_quick_check_clamps_the_warmup(demo_data, tmp_path, capsys):
     assert [ln for ln in out if ln.startswith("=> precision:")] == ["=> precision: float32 (no AMP on the CPU)"]
     run = only_run(tmp_path)
     ckpt = torch.load(os.path.join(run, "models", "checkpoint.pth.tar"), weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["args"]["warmup"] == 1
+    assert ckpt["epoch"] == 1 and ckpt["args"]["warmup"] == 5, "the user's --warmup, as resume compares it"
     lrs = [lr for _, lr in scalars(run, "data/learning_rate")]
     assert len(lrs) == 4 and lrs == sorted(lrs) and lrs[-1] == pytest.approx(0.05), "one warmup epoch"
     expect_user_error([demo_data, "--warmup", "-1"], capsys, "--warmup")
+    # the user's own --warmup is what the resume compares against (it was refused when the checkpoint
+    # recorded the warmup shortened to the run), and a longer --epochs re-plans with it
+    ckpt_path = os.path.join(run, "models", "checkpoint.pth.tar")
+    driver.main(driver.get_args_parser().parse_args([demo_data, "--resume", ckpt_path, "--warmup", "5",
+                                                     "--epochs", "2"]))
+    out = capsys.readouterr().out
+    assert "=> --warmup 5 is longer than --epochs 2: warming up over all 2 epoch(s)" in out
+    assert torch.load(ckpt_path, weights_only=True)["epoch"] == 2
 
 
 def test_incompatible_weights_are_named(demo_data, trained_run, tmp_path, capsys):
