@@ -384,8 +384,12 @@ def study_code(ctx, scale):
 
 
 def discussion(sentences):
-    """The sentences that discuss a result as one paragraph."""
-    return "**Discussion.** " + " ".join(t for t in sentences if t)
+    """The sentences that discuss a result as one paragraph; each must end with its full stop."""
+    sentences = [t for t in sentences if t]
+    unfinished = [t for t in sentences if not t.endswith(".")]
+    if unfinished:
+        raise ValueError(f"discussion sentence without a full stop: {unfinished[0]!r}")
+    return "**Discussion.** " + " ".join(sentences)
 
 
 def capital(text):
@@ -857,7 +861,7 @@ def comparison_findings(ctx, scale, a, b, ci_file, extra=()):
     text = [(f"After the same {ra['epochs']} epochs" if same else
              f"After {rb['epochs']} epochs against {name(a)}'s {ra['epochs']}")
             + f", {name(b)} reaches {rb['best_top1']:.1f}% best val top-1 against {ra['best_top1']:.1f}%: "
-            f"{way} {name(a)} by more than twice the noise of one run ({noise:.1f} points)".replace(
+            f"{way} {name(a)} by more than twice the noise of one run ({noise:.1f} points).".replace(
                 "level with " + name(a) + " by more than", f"level with {name(a)}, within")]
     for row in extra:
         re_ = summary_of(ctx, scale, row)

@@ -591,3 +591,11 @@ def test_pgd_table_has_more_steps_and_a_smaller_epsilon(fake_report):
     assert ("More steps and a smaller epsilon (40 steps at 0.25) give 50.0%, 10.0 points above 10 steps at 0.5: a "
             "weaker attack with a perturbation at most 0.5 times as large, which still costs 20.0 points of clean "
             "top-1.") in generated(text, "pgd-results")
+
+
+def test_a_discussion_is_whole_sentences(fake_report):
+    _, text = fake_report
+    assert text.count("**Discussion.**") >= 5, "the fake runs reach every Part's discussion"
+    with pytest.raises(ValueError, match="without a full stop: 'behind SimpleNet'"):
+        build_report.discussion(["One.", "behind SimpleNet", ""])
+    assert build_report.discussion(["One.", "", "Two."]) == "**Discussion.** One. Two."
