@@ -1222,15 +1222,15 @@ def gen_adv_results(ctx):
 def gen_provided_changes(ctx):
     """Block 'provided-changes': each provided class, function, method or file we changed or removed
     (code/tools/provided_changes.py) with its reason (writeup/provided_changes.md), what we added to
-    each provided file, and main.py's flags beyond the course's (explained by its --help); lists
+    each provided file with its reason, and main.py's flags beyond the course's (explained by its --help); lists
     rather than tables, so that no name is broken across a cell's lines. Raises ValueError when a
-    changed name has no reason or a reason names nothing that changed."""
+    changed name or a file we added to has no reason, or a reason names nothing that changed."""
     import ast as ast_
     import main
-    from tools.provided_changes import RELEASE_DIR, provided_changes, provided_files, read_reasons
+    from tools.provided_changes import RELEASE_DIR, provided_changes, provided_files, read_reasons, reason_keys
 
     changes, reasons = list(provided_changes()), read_reasons()
-    changed = {c.key for c in changes if c.kind != "added"}
+    changed = set(reason_keys(changes))
     if changed != set(reasons):
         raise ValueError(f"writeup/provided_changes.md: no reason for {sorted(changed - set(reasons))}, "
                          f"a reason for what did not change: {sorted(set(reasons) - changed)}")
@@ -1247,8 +1247,9 @@ def gen_provided_changes(ctx):
     files = provided_files()
     unchanged = [f"`{f}`" for f in files if not any(c.file == f and c.kind != "added" for c in changes)]
     text.append("\n".join(f"- `{c.key}`: {reasons[c.key]}" for c in changes if c.kind != "added"))
-    text.append(f"Nothing changed, at most added to: {', '.join(unchanged)}. Added to each provided file:")
-    text.append("\n".join(f"- `{f}`: {', '.join(f'`{c.name}`' for c in changes if c.file == f and c.kind == 'added')}"
+    text.append(f"Nothing changed, at most added to: {', '.join(unchanged)}. What we added to each provided file, and why:")
+    text.append("\n".join(f"- `{f}`: {reasons[f]} Added: "
+                          f"{', '.join(f'`{c.name}`' for c in changes if c.file == f and c.kind == 'added')}."
                           for f in files if any(c.file == f and c.kind == "added" for c in changes)))
     flags = [o for a in main.get_args_parser()._actions for o in a.option_strings if o not in course_flags
              and a.help != "show this help message and exit"]

@@ -15,8 +15,9 @@ comments do not count, docstrings do:
     Imports and the module docstring define no provided code and are left out.
 Other files (download_dataset.sh) are compared as a whole, byte for byte.
 
-writeup/provided_changes.md gives one reason per changed or removed name; the report's section
-"Changes to the provided code" is built from both (writeup/build_report.py).
+writeup/provided_changes.md gives one reason per changed or removed name, and one per provided file
+that we added names to (by its path, e.g. code/main.py: ``reason_keys``); the report's section
+"Changes to the provided code" is built from both (tools/build_report.py).
 """
 import ast
 import os
@@ -71,6 +72,18 @@ def provided_changes(repo_dir=REPO_DIR, release_dir=RELEASE_DIR):
         for name in ours:
             if name not in course and "." not in name and name != MODULE_CODE:
                 yield Change(rel, name, "added")
+
+
+def reason_keys(changes):
+    """The names writeup/provided_changes.md must give a reason for, in the order of ``changes``:
+    each changed or removed unit's key (student_code.SimpleNet), and the path of each provided file
+    that we added names to (code/main.py), once."""
+    keys = []
+    for change in changes:
+        key = change.file if change.kind == "added" else change.key
+        if key not in keys:
+            keys.append(key)
+    return keys
 
 
 def provided_files(release_dir=RELEASE_DIR):

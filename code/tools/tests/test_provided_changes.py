@@ -10,7 +10,7 @@ import pytest
 
 from tools import build_report
 from tools.provided_changes import (MODULE_CODE, RELEASE_DIR, REPO_DIR, REASONS_FILE, Change, _units,
-                                    provided_changes, read_reasons)
+                                    provided_changes, read_reasons, reason_keys)
 
 SHARED_RELEASE = os.path.join(os.path.dirname(REPO_DIR), "shared", "course-starter")
 
@@ -65,8 +65,11 @@ def test_custom_conv2d_is_the_courses_class_token_for_token():
 
 
 def test_every_changed_name_has_a_reason_and_every_reason_a_change():
-    changed = {c.key for c in provided_changes() if c.kind != "added"}
+    changed = set(reason_keys(provided_changes()))
     reasons = read_reasons()
+    added_to = {c.file for c in provided_changes() if c.kind == "added"}
+    assert {"code/custom_blocks.py", "code/custom_dataloader.py", "code/custom_transforms.py", "code/main.py",
+            "code/utils.py"} <= added_to <= changed, "each provided file we added to needs its own reason"
     assert sorted(changed - set(reasons)) == [], f"changed or removed without a reason in {REASONS_FILE}"
     assert sorted(set(reasons) - changed) == [], f"reasons in {REASONS_FILE} for names that did not change"
 
@@ -208,7 +211,7 @@ def test_the_reports_section_lists_every_change_with_its_reason():
     for change in provided_changes():
         if change.kind == "added":
             line = next(line for line in section.splitlines() if line.startswith(f"- `{change.file}`: "))
-            assert f"`{change.name}`" in line
+            assert f"`{change.name}`" in line and line.startswith(f"- `{change.file}`: {reasons[change.file]} Added: ")
         else:
             assert f"- `{change.key}`: {reasons[change.key]}\n" in section
 
@@ -220,6 +223,15 @@ def test_the_report_is_not_built_with_a_change_that_has_no_reason(monkeypatch):
     monkeypatch.setattr(check, "read_reasons", lambda: {k: v for k, v in reasons.items() if k != "utils.load_image"})
     with pytest.raises(ValueError, match=r"no reason for \['utils.load_image'\]"):
         build_report.gen_provided_changes(None)
+    monkeypatch.setattr(check, "read_reasons", lambda: {k: v for k, v in reasons.items() if k != "code/main.py"})
+    with pytest.raises(ValueError, match=r"no reason for \['code/main.py'\]"):
+        build_report.gen_provided_changes(None)
     monkeypatch.setattr(check, "read_reasons", lambda: {**reasons, "utils.resize_image": "we did not change it"})
     with pytest.raises(ValueError, match=r"did not change: \['utils.resize_image'\]"):
         build_report.gen_provided_changes(None)
+
+
+def test_a_file_we_added_to_needs_one_reason_a_changed_unit_its_own():
+    changes = [Change("code/a.py", "f", "changed"), Change("code/a.py", "g", "added"),
+               Change("code/a.py", "h", "added"), Change("code/a.py", "C.m", "removed"), Change("run.sh", "run.sh", "changed")]
+    assert reason_keys(changes) == ["a.f", "code/a.py", "a.C.m", "run.sh"]
